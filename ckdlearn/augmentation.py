@@ -1,0 +1,141 @@
+"""Training-time augmentation for axial CT slices.
+
+:class:`CTAugment` perturbs a whole batch on the device it lives on, with
+fresh random parameters per image: small rotations, shifts and zooms (a
+patient lies a little differently on each scan), left-right flips (the two
+kidneys mirror each other), and window / contrast / gamma / noise jitter
+(scanners and export windows differ). It runs inside
+:class:`~ckdlearn.CKDNetClassifier`'s training step only, never at predict
+time, so it also applies to synthetic images SMOTE added upstream in a
+pipeline.
+"""
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+__all__ = ["CTAugment"]
+
+
+class CTAugment:
+    """Random geometric and intensity perturbations of CT slice batches.
+
+    Parameters
+    ----------
+    rotation : float, default=10.0
+        Largest rotation, in degrees, either way.
+    translation : float, default=0.06
+        Largest shift, as a fraction of the image size, along each axis.
+    scale : tuple of float, default=(0.9, 1.1)
+        Range of the zoom factor.
+    hflip : float, default=0.5
+        Probability of a left-right flip.
+    contrast : float, default=0.2
+        Largest relative change of contrast (around the image mean).
+    brightness : float, default=0.05
+        Largest additive change of intensity.
+    gamma : float, default=0.2
+        Largest change of the log gamma exponent; applied only to batches
+        whose intensities lie in [0, 1].
+    noise : float, default=0.02
+        Standard deviation of added Gaussian noise.
+
+    Notes
+    -----
+    Random numbers come from torch's global generator, which
+    :class:`~ckdlearn.CKDNetClassifier` seeds from its ``random_state``,
+    so augmented training is reproducible.
+
+    Geometric transforms need an image: along a dimension of size 1 (the
+    one-row images the classifier builds from tabular features) no shift,
+    zoom or rotation is applied.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ckdlearn.augmentation import CTAugment
+    >>> _ = torch.manual_seed(0)
+    >>> batch = torch.rand(8, 1, 32, 32)
+    >>> out = CTAugment()(batch)
+    >>> out.shape, out.dtype
+    (torch.Size([8, 1, 32, 32]), torch.float32)
+    """
+
+    def __init__(
+        self,
+        rotation=10.0,
+        translation=0.06,
+        scale=(0.9, 1.1),
+        hflip=0.5,
+        contrast=0.2,
+        brightness=0.05,
+        gamma=0.2,
+        noise=0.02,
+    ):
+        self.rotation = rotation
+        self.translation = translation
+        self.scale = scale
+        self.hflip = hflip
+        self.contrast = contrast
+        self.brightness = brightness
+        self.gamma = gamma
+        self.noise = noise
+
+    def __repr__(self):
+        params = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __call__(self, images):
+        """Return an augmented copy of ``images`` (n, C, H, W)."""
+        images = self._geometric(images)
+        return self._intensity(images)
+
+    def _uniform(self, n, low, high, like):
+        return torch.empty(n, device=like.device, dtype=like.dtype).uniform_(low, high)
+
+    def _geometric(self, images):
+        n, _, height, width = images.shape
+        if height < 2 or width < 2:
+            return images
+        if self.hflip:
+            flip = torch.rand(n, device=images.device) < self.hflip
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        angle = self._uniform(n, -self.rotation, self.rotation, images) * (math.pi / 180)
+        zoom = self._uniform(n, *self.scale, images)
+        shift_x = self._uniform(n, -self.translation, self.translation, images) * 2
+        shift_y = self._uniform(n, -self.translation, self.translation, images) * 2
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # affine_grid maps output to input coordinates in [-1, 1]; dividing by
+        # the zoom enlarges the content when zoom > 1.
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
+        )
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        # Background of a CT slice is air, the darkest value: pad with each
+        # image's minimum rather than zero, which may be bright for
+        # standardised inputs.
+        floor = images.amin(dim=(1, 2, 3), keepdim=True)
+        warped = F.grid_sample(images - floor, grid, padding_mode="zeros", align_corners=False)
+        return warped + floor
+
+    def _intensity(self, images):
+        n = images.shape[0]
+        view = (n, 1, 1, 1)
+        # Gamma is only defined for intensities in [0, 1]; it goes first,
+        # before contrast and noise push values out of that range.
+        if self.gamma and bool(images.min() >= 0) and bool(images.max() <= 1):
+            exponent = torch.exp(self._uniform(n, -self.gamma, self.gamma, images)).view(view)
+            images = images.clamp_min(1e-6) ** exponent
+        if self.contrast:
+            factor = self._uniform(n, 1 - self.contrast, 1 + self.contrast, images).view(view)
+            mean = images.mean(dim=(1, 2, 3), keepdim=True)
+            images = (images - mean) * factor + mean
+        if self.brightness:
+            images = images + self._uniform(n, -self.brightness, self.brightness, images).view(view)
+        if self.noise:
+            images = images + torch.randn_like(images) * self.noise
+        return images

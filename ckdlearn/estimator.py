@@ -1,0 +1,801 @@
+"""CKDNetClassifier: a skorch CNN that behaves like a scikit-learn classifier.
+
+The estimator takes the flat ``(n, H*W)`` matrices that samplers such as
+SMOTE need, reshapes them into image batches for the network, and returns
+labels in the user's own vocabulary. Input handling lives in
+:func:`as_image_batch` so that explanations and model files shape images
+exactly as training did.
+"""
+
+import inspect
+import math
+import numbers
+from contextlib import contextmanager
+from types import MappingProxyType
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import LRScheduler
+from skorch.dataset import unpack_data
+from skorch.utils import to_tensor
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+
+from .augmentation import CTAugment
+from .explain import compute_heatmaps, faithfulness_scores
+from .nets import CKDNet
+
+__all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "resolve_image_shape"]
+
+_PRECISIONS = {"32": None, "bf16": torch.bfloat16}
+
+
+def resolve_image_shape(n_features, image_shape=None):
+    """Return the ``(channels, height, width)`` that flat rows unfold into.
+
+    Parameters
+    ----------
+    n_features : int
+        Values per sample in the flat matrix.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(channels, height, width)``. When None, a
+        square feature count ``s*s`` is read as one ``s x s`` greyscale
+        image and any other count as an image one pixel high (the layout
+        tabular data, such as scikit-learn's estimator checks, gets).
+
+    Returns
+    -------
+    image_shape : tuple of (int, int, int)
+
+    Raises
+    ------
+    ValueError
+        If ``image_shape`` is malformed or its pixel count differs from
+        ``n_features``.
+
+    Examples
+    --------
+    >>> from ckdlearn.estimator import resolve_image_shape
+    >>> resolve_image_shape(64 * 64)
+    (1, 64, 64)
+    >>> resolve_image_shape(3 * 28 * 28, image_shape=(3, 28, 28))
+    (3, 28, 28)
+    >>> resolve_image_shape(10)
+    (1, 1, 10)
+    """
+    if image_shape is None:
+        side = math.isqrt(n_features)
+        if side * side == n_features:
+            return (1, side, side)
+        return (1, 1, n_features)
+    shape = tuple(image_shape) if np.iterable(image_shape) else (image_shape,)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or not all(
+        isinstance(dim, numbers.Integral) and dim >= 1 for dim in shape
+    ):
+        raise ValueError(
+            "image_shape must be (height, width) or (channels, height, width) "
+            f"with positive integers; got image_shape={image_shape!r}."
+        )
+    shape = tuple(int(dim) for dim in shape)
+    if math.prod(shape) != n_features:
+        raise ValueError(
+            f"image_shape={image_shape!r} holds {math.prod(shape)} values per "
+            f"image, but X has {n_features} features per sample. Pass the "
+            "shape the rows were flattened from, e.g. image_shape=(128, 128) "
+            "for X of shape (n, 16384)."
+        )
+    return shape
+
+
+def as_image_batch(X, image_shape=None, *, expected_shape=None, estimator_name="CKDNetClassifier"):
+    """Validate input and return it as a float32 ``(n, C, H, W)`` array.
+
+    Accepted layouts: flat ``(n, C*H*W)``, ``(n, H, W)`` and
+    ``(n, C, H, W)``, in any real dtype. ``uint8`` images are scaled to
+    [0, 1]; every other dtype is cast to float32 unchanged (so float
+    input is taken to be already scaled, e.g. [0, 1] as
+    :func:`ckdlearn.datasets.load_ct_kidney` returns).
+
+    Parameters
+    ----------
+    X : array-like
+        Images in one of the layouts above.
+    image_shape : tuple of int or None, default=None
+        How flat rows unfold, see :func:`resolve_image_shape`. Ignored
+        when ``expected_shape`` is given.
+    expected_shape : tuple of (int, int, int) or None, default=None
+        The ``(C, H, W)`` a fitted model was trained on; X must match it.
+    estimator_name : str, default="CKDNetClassifier"
+        Used in error messages.
+
+    Returns
+    -------
+    images : ndarray of shape (n, C, H, W), dtype float32
+        C-contiguous and writeable; a view of ``X`` when no cast or copy
+        was needed.
+
+    Raises
+    ------
+    ValueError
+        For empty, 1-D, more than 4-D, complex, non-numeric or non-finite
+        input, and for a shape that disagrees with ``image_shape`` or
+        ``expected_shape``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ckdlearn.estimator import as_image_batch
+    >>> as_image_batch(np.zeros((5, 16 * 16), dtype=np.uint8)).shape
+    (5, 1, 16, 16)
+    >>> as_image_batch(np.full((2, 8, 8), 255, dtype=np.uint8)).max()
+    np.float32(1.0)
+    """
+    if hasattr(X, "detach"):  # a torch tensor
+        X = X.detach().cpu().numpy()
+    X = check_array(
+        X,
+        accept_sparse=False,
+        allow_nd=True,
+        dtype="numeric",
+        ensure_all_finite=True,
+        ensure_min_samples=1,
+        ensure_min_features=1,
+        input_name="X",
+    )
+    if X.ndim > 4:
+        raise ValueError(
+            f"{estimator_name} expects images as (n, H*W), (n, H, W) or "
+            f"(n, C, H, W); got an array with {X.ndim} dimensions, shape {X.shape}."
+        )
+    if expected_shape is not None:
+        _check_against_fitted_shape(X, expected_shape, estimator_name)
+        shape = tuple(expected_shape)
+    elif X.ndim == 2:
+        shape = resolve_image_shape(X.shape[1], image_shape)
+    else:
+        shape = (1, *X.shape[1:]) if X.ndim == 3 else X.shape[1:]
+        if image_shape is not None and resolve_image_shape(
+            math.prod(shape), image_shape
+        ) != tuple(shape):
+            raise ValueError(
+                f"X holds images of shape {X.shape[1:]}, which disagrees with "
+                f"image_shape={image_shape!r}. Leave image_shape=None for "
+                "shaped input, or pass flat rows."
+            )
+    scale = 1 / 255 if X.dtype == np.uint8 else None
+    images = np.asarray(X, dtype=np.float32)
+    if scale is not None:
+        images = images * np.float32(scale)
+    images = images.reshape((X.shape[0], *shape))
+    if not (images.flags.c_contiguous and images.flags.writeable):
+        images = np.array(images, dtype=np.float32, order="C", copy=True)
+    return images
+
+
+def _check_against_fitted_shape(X, expected_shape, estimator_name):
+    n_expected = math.prod(expected_shape)
+    if X.ndim == 2:
+        if X.shape[1] != n_expected:
+            # The wording follows scikit-learn's so users (and its checks)
+            # recognise it.
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {estimator_name} is expecting "
+                f"{n_expected} features as input (images of shape "
+                f"{tuple(expected_shape)} flattened)."
+            )
+        return
+    given = (1, *X.shape[1:]) if X.ndim == 3 else tuple(X.shape[1:])
+    if given != tuple(expected_shape):
+        raise ValueError(
+            f"X holds images of shape {X.shape[1:]}, but {estimator_name} was "
+            f"fitted on images of shape {tuple(expected_shape)} (channels, height, "
+            "width). Resize the images to the training size first, e.g. with "
+            "ckdlearn.datasets.read_images(..., image_size=...)."
+        )
+
+
+class CosineAnnealing(LRScheduler):
+    """Cosine learning-rate decay that ends at the net's ``max_epochs``.
+
+    The default schedule of :class:`CKDNetClassifier`, as the
+    ``"lr_scheduler"`` callback. Extra keyword arguments (e.g.
+    ``eta_min``) go to :class:`torch.optim.lr_scheduler.CosineAnnealingLR`.
+
+    Examples
+    --------
+    >>> from ckdlearn.estimator import CKDNetClassifier, CosineAnnealing
+    >>> clf = CKDNetClassifier(callbacks__lr_scheduler__eta_min=1e-5)
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(policy=torch.optim.lr_scheduler.CosineAnnealingLR, **kwargs)
+
+    def on_train_begin(self, net, **kwargs):
+        self.T_max = max(int(net.max_epochs), 1)
+        return super().on_train_begin(net, **kwargs)
+
+
+class CKDNetClassifier(NeuralNetClassifier):
+    """CNN classifier for CT slices with the scikit-learn API.
+
+    A :class:`skorch.NeuralNetClassifier` with defaults for CT slices and
+    the input handling a resampling pipeline needs: it takes the flat
+    matrices SMOTE produces, learns on image batches, predicts the
+    original labels, and explains its predictions with Grad-CAM.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance, default=CKDNet
+        The network. When it is a class whose ``__init__`` accepts
+        ``in_channels``, ``n_classes`` or ``image_shape``, those are filled
+        in from the training data unless given as ``module__*``.
+        Other network parameters are set with ``module__<name>``, e.g.
+        ``module__width=16``, and can be tuned by ``GridSearchCV``.
+    criterion : torch loss class, default=torch.nn.CrossEntropyLoss
+        Loss on the network's logits; ``criterion__label_smoothing=0.1``
+        and the like are passed through.
+    optimizer : torch optimizer class, default=torch.optim.AdamW
+        ``optimizer__weight_decay`` etc. are passed through.
+    lr : float, default=1e-3
+        Learning rate.
+    max_epochs : int, default=20
+        Passes over the training data.
+    batch_size : int, default=32
+        Images per training and prediction batch.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(channels, height, width)`` that flat
+        rows were flattened from. When None, shaped (3-D / 4-D) input
+        gives its own shape, a square feature count ``s*s`` is one
+        ``s x s`` greyscale image, and any other count is read as an image
+        one pixel high, so plain tabular data still works.
+    augment : "ct", None or callable, default="ct"
+        Training-time augmentation applied to every batch on the fly,
+        never at predict time. ``"ct"`` uses :class:`~ckdlearn.augmentation.CTAugment`
+        with its defaults; pass a configured ``CTAugment(...)`` or any
+        callable mapping an ``(n, C, H, W)`` tensor to one of the same
+        shape, or None to train on the images as given.
+    class_weight : "balanced", dict or None, default=None
+        Weights of the classes in the loss, as in scikit-learn. An
+        alternative (or complement) to oversampling with SMOTE.
+    classes : array-like or None, default=None
+        All labels the model should know, when some may be missing from a
+        training set (e.g. for ``partial_fit``). By default the labels
+        seen in ``y``.
+    precision : {"32", "bf16"}, default="32"
+        Numeric precision of the forward pass: full float32, or bfloat16
+        autocast (CPU or CUDA; weights and losses stay float32).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and augmentation, so that
+        ``fit`` is reproducible on the CPU. torch's global random state is
+        restored afterwards.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when available and the CPU otherwise; any
+        torch device string is accepted.
+    train_split : callable or None, default=None
+        No internal validation split by default: inside a pipeline it
+        would run after SMOTE and validate on synthetic images. Validate
+        with an outer cross-validation split by scan series instead.
+    verbose : int, default=0
+        0 is silent; 1 prints skorch's per-epoch table. Add
+        ``skorch.callbacks.ProgressBar()`` to ``callbacks`` for a batch
+        progress bar.
+    callbacks : list or None, default=None
+        Extra skorch callbacks. The default callbacks include a cosine
+        learning-rate schedule named ``"lr_scheduler"`` (tune with
+        ``callbacks__lr_scheduler__...`` or disable with
+        ``callbacks__lr_scheduler=None``).
+    **kwargs
+        Any other :class:`skorch.NeuralNet` parameter, including the
+        ``module__*``, ``optimizer__*``, ``criterion__*``,
+        ``iterator_train__*`` and ``callbacks__*`` families.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels, as given in ``y`` (ints or strings).
+    image_shape_ : tuple of (int, int, int)
+        ``(channels, height, width)`` of the training images.
+    n_features_in_ : int
+        Values per image (``channels * height * width``).
+    class_weight_ : ndarray of shape (n_classes,) or None
+        Weights used in the loss.
+    module_ : torch.nn.Module
+        The trained network.
+    history_ : skorch.History
+        Per-epoch training record.
+
+    See Also
+    --------
+    ckdlearn.nets.CKDNet : the default network.
+    ckdlearn.nets.PaperCNN : the seed paper's network.
+    ckdlearn.explain : explanations for a fitted pipeline.
+
+    Notes
+    -----
+    Inside an imbalanced-learn pipeline the estimator sees SMOTE's output
+    during ``fit`` only; ``predict`` and ``explain`` see real images. SMOTE
+    interpolates between images, so give it float32 input (uint8
+    differences wrap around).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ckdlearn import CKDNetClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(40, 16 * 16).astype(np.float32)
+    >>> y = np.repeat(["Cyst", "Normal"], 20)
+    >>> X[y == "Cyst", :128] += 1.0          # a bright upper half
+    >>> clf = CKDNetClassifier(max_epochs=5, module__width=4, module__depth=2,
+    ...                        augment=None, random_state=0).fit(X, y)
+    >>> clf.classes_
+    array(['Cyst', 'Normal'], dtype='<U6')
+    >>> clf.predict(X[:3])
+    array(['Cyst', 'Cyst', 'Cyst'], dtype='<U6')
+    >>> clf.explain(X[:3]).shape
+    (3, 16, 16)
+    """
+
+    # skorch's NeuralNet.__init__ sets these three attributes on the
+    # instance; scikit-learn requires __init__ to set parameters only, so
+    # they are dropped there and these class-level defaults stand in until
+    # ``initialize`` sets real ones.
+    history_ = None
+    initialized_ = False
+    virtual_params_ = MappingProxyType({})
+
+    def __init__(
+        self,
+        module=CKDNet,
+        *,
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.AdamW,
+        lr=1e-3,
+        max_epochs=20,
+        batch_size=32,
+        image_shape=None,
+        augment="ct",
+        class_weight=None,
+        classes=None,
+        precision="32",
+        random_state=None,
+        device="auto",
+        train_split=None,
+        verbose=0,
+        callbacks=None,
+        **kwargs,
+    ):
+        super().__init__(
+            module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=train_split,
+            classes=classes,
+            verbose=verbose,
+            device=device,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        self.image_shape = image_shape
+        self.augment = augment
+        self.class_weight = class_weight
+        self.precision = precision
+        self.random_state = random_state
+        for name in ("history_", "initialized_", "virtual_params_"):
+            vars(self).pop(name, None)
+
+    # -- parameters ---------------------------------------------------------
+
+    # skorch reads ``self.device`` wherever it moves tensors, so "auto" is
+    # resolved on read; the raw setting stays in ``__dict__`` (where skorch
+    # and scikit-learn look for parameters) and get_params reports it.
+    @property
+    def device(self):
+        setting = vars(self).get("device", "auto")
+        if isinstance(setting, str) and setting == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return setting
+
+    @device.setter
+    def device(self, value):
+        vars(self)["device"] = value
+
+    def _get_param_names(self):
+        # skorch treats every attribute not ending in "_" as a parameter;
+        # its private bookkeeping (leading "_") is not one.
+        return [name for name in super()._get_param_names() if not name.startswith("_")]
+
+    def get_params(self, deep=True, **kwargs):
+        params = super().get_params(deep=deep, **kwargs)
+        params["device"] = vars(self).get("device", "auto")
+        return params
+
+    @property
+    def classes_(self):
+        try:
+            return vars(self)["classes_"]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute 'classes_' before fit."
+            ) from None
+
+    @classes_.setter
+    def classes_(self, value):
+        vars(self)["classes_"] = value
+
+    @property
+    def _default_callbacks(self):
+        callbacks = list(super()._default_callbacks)
+        callbacks.insert(1, ("lr_scheduler", CosineAnnealing()))
+        return callbacks
+
+    def set_params(self, **params):
+        # skorch initialises callbacks as soon as ``callbacks`` is set; before
+        # fit there is nothing to initialise, and scikit-learn expects
+        # set_params to store values without validating them.
+        if not self.initialized_ and "callbacks" in params:
+            vars(self)["callbacks"] = params.pop("callbacks")
+        return super().set_params(**params)
+
+    def __setstate__(self, state):
+        # skorch maps stored tensors onto ``state["device"]``, which must
+        # be a real device; "auto" is restored once loading is done.
+        setting = state.get("device")
+        if isinstance(setting, str) and setting == "auto":
+            state["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        super().__setstate__(state)
+        vars(self)["device"] = setting
+
+    def __sklearn_is_fitted__(self):
+        return bool(self.initialized_) and "classes_" in vars(self)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    # -- training -----------------------------------------------------------
+
+    def fit(self, X, y, **fit_params):
+        """Train the network from scratch (unless ``warm_start=True``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, H*W), (n, C*H*W), (n, H, W) or (n, C, H, W)
+            Training images; see :func:`as_image_batch` for dtypes.
+        y : array-like of shape (n,)
+            Labels, ints or strings.
+        **fit_params : dict
+            Passed to skorch's ``fit`` (e.g. extra module inputs).
+
+        Returns
+        -------
+        self : CKDNetClassifier
+            The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            For malformed ``X`` or ``y`` (see :func:`as_image_batch`), or
+            fewer than two classes.
+        """
+        reset = not (self.warm_start and self.__sklearn_is_fitted__())
+        images, targets = self._validate_training_data(X, y, reset=reset)
+        with self._random_state_context():
+            if reset:
+                self.initialize()
+            super(NeuralNetClassifier, self).partial_fit(images, targets, **fit_params)
+        return self
+
+    def partial_fit(self, X, y, classes=None, **fit_params):
+        """Train for ``max_epochs`` more epochs, initialising if needed.
+
+        Parameters
+        ----------
+        X : array-like
+            Training images, as for :meth:`fit`.
+        y : array-like of shape (n,)
+            Labels.
+        classes : array-like or None, default=None
+            All labels, needed on the first call when ``y`` may not contain
+            each of them (overrides the ``classes`` parameter).
+        **fit_params : dict
+            Passed to skorch.
+
+        Returns
+        -------
+        self : CKDNetClassifier
+        """
+        reset = not self.__sklearn_is_fitted__()
+        images, targets = self._validate_training_data(
+            X, y, reset=reset, classes=classes
+        )
+        with self._random_state_context():
+            if reset:
+                self.initialize()
+            super(NeuralNetClassifier, self).partial_fit(images, targets, **fit_params)
+        return self
+
+    def _validate_training_data(self, X, y, *, reset, classes=None):
+        name = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{name} requires y to be passed, but the target y is None. "
+                "Pass one label per image."
+            )
+        if self.precision not in _PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {sorted(_PRECISIONS)}; got {self.precision!r}."
+            )
+        if reset:
+            images = as_image_batch(X, self.image_shape, estimator_name=name)
+        else:
+            images = as_image_batch(
+                X, expected_shape=self.image_shape_, estimator_name=name
+            )
+        y = column_or_1d(y, warn=True)
+        if len(y) != len(images):
+            raise ValueError(
+                f"X and y must have the same number of samples; got {len(images)} "
+                f"images and {len(y)} labels."
+            )
+        check_classification_targets(y)
+        if reset:
+            labels = self.classes if classes is None else classes
+            known = np.unique(y) if labels is None else np.asarray(labels)
+            if len(known) < 2:
+                raise ValueError(
+                    f"{name} needs at least 2 classes to learn from; y holds only "
+                    f"one class: {known.tolist()}."
+                )
+            self.classes_ = known
+            self.image_shape_ = tuple(int(d) for d in images.shape[1:])
+            self.n_features_in_ = math.prod(self.image_shape_)
+            self.class_weight_ = (
+                None
+                if self.class_weight is None
+                else compute_class_weight(self.class_weight, classes=known, y=y)
+            )
+        return images, self._encode_labels(y)
+
+    def _encode_labels(self, y):
+        order = np.argsort(self.classes_, kind="stable")
+        sorted_classes = self.classes_[order]
+        positions = np.searchsorted(sorted_classes, y)
+        positions = np.clip(positions, 0, len(sorted_classes) - 1)
+        unknown = sorted_classes[positions] != y
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels {np.unique(y[unknown]).tolist()} that are not "
+                f"among the classes {self.classes_.tolist()}."
+            )
+        return order[positions].astype(np.int64)
+
+    @contextmanager
+    def _random_state_context(self):
+        if self.random_state is None:
+            yield
+            return
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        device = torch.device(self.device)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    def initialize_module(self):
+        kwargs = self.get_params_for("module")
+        if not isinstance(self.module, torch.nn.Module):
+            kwargs = {**self._data_module_kwargs(), **kwargs}
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        return self
+
+    def _data_module_kwargs(self):
+        """Network arguments the training data determines."""
+        if not self.__sklearn_is_fitted__() and "image_shape_" not in vars(self):
+            return {}
+        known = {
+            "in_channels": self.image_shape_[0],
+            "n_classes": len(self.classes_),
+            "image_shape": self.image_shape_[1:],
+        }
+        signature = inspect.signature(self.module)
+        if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            return known
+        return {k: v for k, v in known.items() if k in signature.parameters}
+
+    def initialize_criterion(self):
+        kwargs = self.get_params_for("criterion")
+        weights = getattr(self, "class_weight_", None)
+        if weights is not None and "weight" not in kwargs:
+            kwargs["weight"] = torch.as_tensor(weights, dtype=torch.float32)
+        self.criterion_ = self.initialized_instance(self.criterion, kwargs)
+        return self
+
+    def initialize(self):
+        super().initialize()
+        self.augment_ = self._resolve_augment()
+        return self
+
+    def _resolve_augment(self):
+        if self.augment is None or self.augment is False:
+            return None
+        if isinstance(self.augment, str):
+            if self.augment == "ct":
+                return CTAugment()
+            raise ValueError(
+                f'augment must be "ct", None or a callable; got {self.augment!r}.'
+            )
+        if not callable(self.augment):
+            raise ValueError(
+                f'augment must be "ct", None or a callable; got {self.augment!r}.'
+            )
+        return self.augment
+
+    def _autocast(self):
+        dtype = _PRECISIONS[self.precision]
+        device_type = torch.device(self.device).type
+        if dtype is None:
+            return torch.autocast(device_type, enabled=False)
+        return torch.autocast(device_type, dtype=dtype)
+
+    def infer(self, x, **fit_params):
+        with self._autocast():
+            logits = super().infer(x, **fit_params)
+        # Losses and softmax stay in float32 whatever the autocast precision.
+        return logits.float()
+
+    def train_step_single(self, batch, **fit_params):
+        if self.augment_ is not None:
+            Xi, yi = unpack_data(batch)
+            batch = (self.augment_(to_tensor(Xi, device=self.device)), yi)
+        return super().train_step_single(batch, **fit_params)
+
+    # -- prediction ---------------------------------------------------------
+
+    def _images_for_prediction(self, X):
+        check_is_fitted(self)
+        return as_image_batch(
+            X, expected_shape=self.image_shape_, estimator_name=type(self).__name__
+        )
+
+    def predict_proba(self, X):
+        """Class probabilities for each image.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in any layout :meth:`fit` accepts, of the training size.
+
+        Returns
+        -------
+        proba : ndarray of shape (n, n_classes), dtype float32
+            Columns follow ``classes_``.
+        """
+        return super().predict_proba(self._images_for_prediction(X))
+
+    def predict(self, X):
+        """Predicted label of each image.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in any layout :meth:`fit` accepts, of the training size.
+
+        Returns
+        -------
+        labels : ndarray of shape (n,)
+            Values from ``classes_``.
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+    def to_images(self, X):
+        """Validate ``X`` and return it as the network sees it.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in any layout :meth:`fit` accepts, of the training size.
+
+        Returns
+        -------
+        images : ndarray of shape (n, C, H, W), dtype float32
+        """
+        return self._images_for_prediction(X)
+
+    def explain(
+        self,
+        X,
+        *,
+        method="gradcam",
+        target=None,
+        layer=None,
+        batch_size=None,
+        return_scores=False,
+    ):
+        """Class activation heatmaps for each image.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in any layout :meth:`fit` accepts, of the training size.
+        method : str, default="gradcam"
+            One of :data:`ckdlearn.explain.CAM_METHODS`: ``"gradcam"``,
+            ``"gradcam++"``, ``"hirescam"``, ``"xgradcam"``,
+            ``"layercam"``, ``"eigencam"``, ``"scorecam"``, ...
+        target : label, array-like of labels or None, default=None
+            The class to explain: None explains each image's predicted
+            class; one label explains that class for every image; an
+            array gives one label per image.
+        layer : str, torch.nn.Module or None, default=None
+            The layer whose activations are weighted: a module name from
+            ``module_.named_modules()`` or a module. By default the
+            network's ``cam_layer`` attribute, else its last convolution.
+        batch_size : int or None, default=None
+            Images per forward/backward pass; defaults to ``batch_size``.
+        return_scores : bool, default=False
+            Also return a faithfulness score per image (see
+            :func:`ckdlearn.explain.faithfulness_scores`).
+
+        Returns
+        -------
+        heatmaps : ndarray of shape (n, H, W), dtype float32
+            Values in [0, 1] at the input resolution.
+        scores : ndarray of shape (n,), dtype float32
+            Only when ``return_scores=True``.
+
+        Raises
+        ------
+        ValueError
+            For an unknown method, layer or target label, or malformed X.
+        """
+        images = self._images_for_prediction(X)
+        class_indices = self._target_indices(target, len(images))
+        kwargs = dict(
+            method=method,
+            layer=layer,
+            batch_size=batch_size or self.batch_size,
+            device=self.device,
+        )
+        heatmaps, class_indices = compute_heatmaps(
+            self.module_, images, class_indices, **kwargs
+        )
+        if not return_scores:
+            return heatmaps
+        scores = faithfulness_scores(
+            self.module_, images, class_indices, heatmaps,
+            batch_size=kwargs["batch_size"], device=self.device,
+        )
+        return heatmaps, scores
+
+    def _target_indices(self, target, n_images):
+        """Class indices to explain: None means 'the predicted class'."""
+        if target is None:
+            return None
+        targets = np.asarray(target)
+        if targets.ndim == 0:
+            targets = np.repeat(targets, n_images)
+        elif targets.shape != (n_images,):
+            raise ValueError(
+                "target must be None, one label, or one label per image; got "
+                f"{targets.shape[0] if targets.ndim == 1 else targets.shape} "
+                f"targets for {n_images} images."
+            )
+        try:
+            return self._encode_labels(targets)
+        except (ValueError, TypeError):
+            unknown = [t for t in np.unique(targets).tolist() if t not in self.classes_.tolist()]
+            raise ValueError(
+                f"Unknown target label(s) {unknown}; expected one of the "
+                f"classes {self.classes_.tolist()}."
+            ) from None

@@ -1,0 +1,473 @@
+"""CKDNetClassifier: scikit-learn conventions, pipelines, input handling."""
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline, make_pipeline
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from ckdlearn import CKDNet, CKDNetClassifier, PaperCNN
+from ckdlearn.augmentation import CTAugment
+from ckdlearn.estimator import as_image_batch, resolve_image_shape
+
+
+class TinyNet(CKDNet):
+    """CKDNet with small defaults, so the estimator checks run in seconds."""
+
+    def __init__(
+        self,
+        in_channels=1,
+        n_classes=2,
+        width=8,
+        depth=2,
+        dropout=0.0,
+        residual=True,
+        image_shape=None,
+    ):
+        super().__init__(in_channels, n_classes, width, depth, dropout, residual, image_shape)
+
+
+def tiny(**params):
+    """A fast classifier for tests: 4-channel, 2-block network, 2 epochs."""
+    defaults = dict(
+        max_epochs=2,
+        batch_size=16,
+        module__width=4,
+        module__depth=2,
+        augment=None,
+        random_state=0,
+    )
+    return CKDNetClassifier(**{**defaults, **params})
+
+
+# --- scikit-learn's estimator checks ------------------------------------------
+
+# The checks feed tabular data (2, 3, 10 ... features). With no
+# image_shape, a non-square feature count is read as an image one pixel
+# high, which the network handles, so every check runs for real.
+CHECKED = [
+    # Every parameter in the signature: all checks must pass.
+    CKDNetClassifier(TinyNet, max_epochs=5, lr=1e-2, augment=None, random_state=0),
+    # skorch's routed ``module__*`` keyword parameters: identical behaviour.
+    CKDNetClassifier(
+        max_epochs=5,
+        lr=1e-2,
+        module__width=8,
+        module__depth=2,
+        module__dropout=0.0,
+        augment=None,
+        random_state=0,
+    ),
+]
+
+
+def _expected_failed_checks(estimator):
+    if any("__" in name for name in vars(estimator)):
+        return {
+            "check_no_attributes_set_in_init": (
+                "skorch stores routed module__* parameters as attributes by "
+                "design; get_params/set_params/clone round-trip them "
+                "(test_routed_parameters_round_trip)."
+            )
+        }
+    return {}
+
+
+@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_routed_parameters_round_trip():
+    clf = CKDNetClassifier(module__width=8, optimizer__weight_decay=0.05)
+    params = clf.get_params()
+    assert params["module__width"] == 8
+    assert params["optimizer__weight_decay"] == 0.05
+    cloned = clone(clf).set_params(module__width=16)
+    assert cloned.get_params()["module__width"] == 16
+    assert clf.get_params()["module__width"] == 8
+
+
+# --- fitting and predicting -----------------------------------------------------
+
+
+def test_fit_predict_string_labels(blob_data):
+    X, y = blob_data
+    clf = tiny(max_epochs=8, lr=1e-2).fit(X, y)
+    assert list(clf.classes_) == ["Cyst", "Normal", "Stone"]
+    predictions = clf.predict(X)
+    assert predictions.dtype == y.dtype
+    assert set(predictions) <= set(clf.classes_)
+    assert clf.score(X, y) > 0.8
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    assert clf.image_shape_ == (1, 16, 16)
+    assert clf.n_features_in_ == 256
+
+
+def test_integer_labels_are_returned_as_given(blob_data):
+    X, y = blob_data
+    labels = np.where(y == "Cyst", 7, np.where(y == "Normal", 3, 11))
+    clf = tiny().fit(X, labels)
+    assert list(clf.classes_) == [3, 7, 11]
+    assert set(clf.predict(X)) <= {3, 7, 11}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["flat", "3d", "4d"])
+def test_input_layouts_and_dtypes(blob_data, dtype, layout):
+    X, y = blob_data
+    if dtype == np.uint8:
+        X = (X.clip(0, 1) * 255).astype(np.uint8)
+    shaped = {
+        "flat": X,
+        "3d": X.reshape(-1, 16, 16),
+        "4d": X.reshape(-1, 1, 16, 16),
+    }[layout].astype(dtype)
+    clf = tiny().fit(shaped, y)
+    assert clf.image_shape_ == (1, 16, 16)
+    # A model fitted on one layout predicts on any other of the same size.
+    flat_proba = clf.predict_proba(shaped.reshape(len(shaped), -1))
+    np.testing.assert_allclose(clf.predict_proba(shaped), flat_proba, rtol=1e-6)
+    np.testing.assert_allclose(
+        clf.predict_proba(shaped.reshape(-1, 1, 16, 16)), flat_proba, rtol=1e-6
+    )
+
+
+def test_uint8_input_is_scaled_like_float_input(blob_data):
+    X, y = blob_data
+    X8 = (X.clip(0, 1) * 255).round().astype(np.uint8)
+    clf = tiny().fit(X8.astype(np.float32) / 255, y)
+    np.testing.assert_allclose(
+        clf.predict_proba(X8), clf.predict_proba(X8.astype(np.float32) / 255), atol=1e-6
+    )
+
+
+def test_multichannel_image_shape_and_paper_cnn():
+    rng = np.random.RandomState(0)
+    X = rng.rand(24, 3 * 28 * 28).astype(np.float32)
+    y = np.repeat([0, 1, 2, 3], 6)
+    clf = CKDNetClassifier(
+        PaperCNN, image_shape=(3, 28, 28), max_epochs=1, augment=None, random_state=0
+    ).fit(X, y)
+    assert isinstance(clf.module_, PaperCNN)
+    assert clf.module_.conv1.in_channels == 3
+    assert clf.module_.dense.out_features == 4
+    assert clf.predict(X).shape == (24,)
+
+
+def test_reproducible_with_random_state(blob_data):
+    X, y = blob_data
+    first = tiny(augment="ct").fit(X, y)
+    second = tiny(augment="ct").fit(X, y)
+    for a, b in zip(first.module_.state_dict().values(), second.module_.state_dict().values()):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    other = tiny(augment="ct", random_state=1).fit(X, y)
+    assert not np.array_equal(first.predict_proba(X), other.predict_proba(X))
+
+
+def test_random_state_leaves_global_torch_rng_alone(blob_data):
+    X, y = blob_data
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny().fit(X, y)
+    np.testing.assert_array_equal(torch.rand(3), expected)
+
+
+def test_device_auto_is_kept_as_parameter_and_resolved_for_torch():
+    clf = CKDNetClassifier()
+    assert clf.get_params()["device"] == "auto"
+    assert clf.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert clone(clf).get_params()["device"] == "auto"
+    assert CKDNetClassifier(device="cpu").device == "cpu"
+
+
+def test_pickle_round_trip(blob_data):
+    X, y = blob_data
+    clf = tiny().fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    assert restored.get_params()["device"] == "auto"
+
+
+def test_class_weight_balanced(blob_data):
+    X, y = blob_data
+    keep = np.r_[np.flatnonzero(y == "Cyst")[:4], np.flatnonzero(y != "Cyst")]
+    clf = tiny(class_weight="balanced").fit(X[keep], y[keep])
+    weights = dict(zip(clf.classes_, clf.class_weight_))
+    assert weights["Cyst"] > weights["Normal"]
+    assert torch.allclose(
+        clf.criterion_.weight, torch.as_tensor(clf.class_weight_, dtype=torch.float32)
+    )
+
+
+def test_partial_fit_and_warm_start(blob_data):
+    X, y = blob_data
+    clf = tiny(max_epochs=1)
+    clf.partial_fit(X[y != "Stone"], y[y != "Stone"], classes=["Cyst", "Normal", "Stone"])
+    assert list(clf.classes_) == ["Cyst", "Normal", "Stone"]
+    clf.partial_fit(X, y)
+    assert len(clf.history_) == 2
+    warm = tiny(max_epochs=1, warm_start=True).fit(X, y).fit(X, y)
+    assert len(warm.history_) == 2
+    cold = tiny(max_epochs=1).fit(X, y).fit(X, y)
+    assert len(cold.history_) == 1
+
+
+def test_learning_rate_follows_cosine_schedule(blob_data):
+    X, y = blob_data
+    clf = tiny(max_epochs=4, lr=0.1).fit(X, y)
+    lrs = [row["event_lr"] for row in clf.history_]
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] < 0.1 * 0.2
+    flat = tiny(max_epochs=3, callbacks__lr_scheduler=None).fit(X, y)
+    assert "event_lr" not in flat.history_[-1]
+
+
+def test_bf16_precision_trains_and_returns_float32(blob_data):
+    X, y = blob_data
+    clf = tiny(precision="bf16").fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-3)
+
+
+def test_verbose_prints_epoch_table(blob_data, capsys):
+    X, y = blob_data
+    tiny(verbose=0).fit(X, y)
+    assert capsys.readouterr().out == ""
+    tiny(verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "epoch" in out
+
+
+# --- augmentation -----------------------------------------------------------
+
+
+class CountingAugment:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        return images.flip(-1)
+
+
+def test_augmentation_runs_in_training_only(blob_data):
+    X, y = blob_data
+    augment = CountingAugment()
+    clf = tiny(augment=augment, batch_size=12, max_epochs=2).fit(X, y)
+    # The estimator clones nothing: the callable given is the one used.
+    assert clf.augment_ is augment
+    assert augment.calls == 2 * 3  # 36 images / 12 per batch, 2 epochs
+    clf.predict(X)
+    clf.explain(X[:2])
+    assert augment.calls == 6
+
+
+def test_ct_augment_changes_images_but_keeps_shape_and_range():
+    torch.manual_seed(0)
+    batch = torch.rand(6, 1, 32, 32)
+    out = CTAugment()(batch)
+    assert out.shape == batch.shape
+    assert not torch.allclose(out, batch)
+    assert torch.isfinite(out).all()
+    assert float(out.mean()) == pytest.approx(float(batch.mean()), abs=0.15)
+    assert torch.equal(CTAugment(rotation=0, translation=0, scale=(1, 1), hflip=0,
+                                 contrast=0, brightness=0, gamma=0, noise=0)(batch), batch)
+
+
+def test_ct_augment_leaves_one_row_images_geometry_alone():
+    row = torch.arange(10.0).view(1, 1, 1, 10) / 10
+    out = CTAugment(contrast=0, brightness=0, gamma=0, noise=0)(row)
+    assert torch.equal(out, row)
+
+
+def test_augment_inside_smote_pipeline(blob_data):
+    X, y = blob_data
+    pipe = make_pipeline(SMOTE(k_neighbors=3, random_state=0), tiny(augment="ct"))
+    pipe.fit(X[:-6], y[:-6])
+    assert pipe.predict(X).shape == (len(X),)
+
+
+# --- pipelines and model selection ---------------------------------------------
+
+
+def test_smote_pipeline_fit_predict_score_clone_pickle(blob_data):
+    X, y = blob_data
+    keep = np.r_[np.flatnonzero(y == "Stone")[:5], np.flatnonzero(y != "Stone")]
+    X, y = X[keep], y[keep]
+    pipe = make_pipeline(SMOTE(k_neighbors=3, random_state=0), tiny(max_epochs=6, lr=1e-2))
+    pipe.fit(X, y)
+    assert pipe.predict(X).shape == (len(X),)
+    assert pipe.predict_proba(X).shape == (len(X), 3)
+    assert 0 <= pipe.score(X, y) <= 1
+    # SMOTE balanced the classes the network saw: 12 images per class.
+    assert pipe[-1].history_[-1]["batches"][-1]["train_batch_size"] == 36 - 2 * 16
+    cloned = clone(pipe)
+    assert not hasattr(cloned[-1], "classes_")
+    restored = pickle.loads(pickle.dumps(pipe))
+    np.testing.assert_array_equal(restored.predict_proba(X), pipe.predict_proba(X))
+    named = Pipeline([("smote", SMOTE(k_neighbors=3)), ("cnn", tiny())]).fit(X, y)
+    assert named.named_steps["cnn"].classes_.tolist() == ["Cyst", "Normal", "Stone"]
+
+
+def test_grid_search_with_groups_tunes_network_and_smote(blob_data):
+    X, y = blob_data
+    groups = np.arange(len(X)) // 3  # series of three neighbouring images
+    pipe = make_pipeline(SMOTE(random_state=0), tiny(max_epochs=1))
+    grid = {
+        "ckdnetclassifier__lr": [1e-2, 1e-3],
+        "ckdnetclassifier__module__width": [4, 8],
+        "smote__k_neighbors": [2, 3],
+    }
+    search = GridSearchCV(pipe, grid, cv=StratifiedGroupKFold(3)).fit(X, y, groups=groups)
+    assert len(search.cv_results_["params"]) == 8
+    best = search.best_estimator_[-1]
+    assert best.module_.features[0][0].conv1.out_channels == search.best_params_[
+        "ckdnetclassifier__module__width"
+    ]
+
+
+# --- bad input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.zeros(10), "Expected 2D array"),
+        (np.zeros((0, 16)), "0 sample"),
+        (np.full((4, 16), np.nan), "NaN"),
+        (np.full((4, 16), np.inf), "infinity"),
+        (np.zeros((4, 2, 2, 2, 2)), "5 dimensions"),
+        (np.array([["a"] * 4] * 4), "could not convert|dtype"),
+    ],
+)
+def test_bad_training_input_raises_clear_error(X, message):
+    y = np.arange(len(X)) % 2 if len(X) else np.array([])
+    with pytest.raises(ValueError, match=message):
+        tiny().fit(X, y)
+
+
+def test_one_class_and_bad_labels():
+    X = np.zeros((6, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        tiny().fit(X, ["Cyst"] * 6)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        tiny().fit(X, np.linspace(0, 1, 6))
+    with pytest.raises(ValueError, match="same number of samples"):
+        tiny().fit(X, [0, 1])
+    with pytest.raises(ValueError, match="y to be passed"):
+        tiny().fit(X, None)
+    with pytest.raises(ValueError, match="not among the classes"):
+        tiny(classes=["Cyst", "Normal"]).fit(X, ["Cyst", "Normal", "Stone"] * 2)
+
+
+def test_image_shape_errors():
+    X = np.zeros((4, 100), dtype=np.float32)
+    with pytest.raises(ValueError, match="holds 64 values per image, but X has 100"):
+        tiny(image_shape=(8, 8)).fit(X, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="positive integers"):
+        tiny(image_shape=(0, 10)).fit(X, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="disagrees with image_shape"):
+        tiny(image_shape=(5, 20)).fit(X.reshape(4, 10, 10), [0, 1, 0, 1])
+
+
+def test_predict_input_must_match_training_size(blob_data):
+    X, y = blob_data
+    clf = tiny().fit(X, y)
+    with pytest.raises(ValueError, match="X has 100 features, but CKDNetClassifier is expecting 256"):
+        clf.predict(np.zeros((2, 100)))
+    with pytest.raises(ValueError, match=r"fitted on images of shape \(1, 16, 16\)"):
+        clf.predict(np.zeros((2, 32, 32)))
+    with pytest.raises(ValueError, match="NaN"):
+        clf.predict_proba(np.full((2, 256), np.nan))
+
+
+def test_unfitted_raises_not_fitted_error():
+    with pytest.raises(NotFittedError):
+        CKDNetClassifier().predict(np.zeros((2, 16)))
+    with pytest.raises(NotFittedError):
+        CKDNetClassifier().explain(np.zeros((2, 16)))
+
+
+def test_invalid_parameters_fail_in_fit_not_init(blob_data):
+    X, y = blob_data
+    clf = CKDNetClassifier(precision="fp8", augment="strong")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match='augment must be "ct", None or a callable'):
+        tiny(augment="strong").fit(X, y)
+
+
+def test_input_is_not_modified(blob_data):
+    X, y = blob_data
+    X_before, y_before = X.copy(), y.copy()
+    clf = tiny(augment="ct").fit(X, y)
+    clf.predict(X)
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
+def test_as_image_batch_views_and_copies():
+    X = np.zeros((3, 64), dtype=np.float32)
+    assert np.shares_memory(as_image_batch(X), X)
+    X.setflags(write=False)
+    images = as_image_batch(X)
+    assert images.flags.writeable and not np.shares_memory(images, X)
+    assert resolve_image_shape(49) == (1, 7, 7)
+    assert as_image_batch(torch.zeros(2, 1, 4, 4)).shape == (2, 1, 4, 4)
+
+
+# --- property-based: any input gives a result or a clear error -----------------
+
+FITTED = {}
+
+
+def _fitted_model():
+    if "model" not in FITTED:
+        X = np.random.RandomState(0).rand(12, 16).astype(np.float32)
+        FITTED["model"] = tiny(max_epochs=1).fit(X, np.arange(12) % 2)
+    return FITTED["model"]
+
+
+arrays = hnp.arrays(
+    dtype=st.sampled_from([np.uint8, np.int32, np.float16, np.float32, np.float64, np.bool_]),
+    shape=hnp.array_shapes(min_dims=1, max_dims=5, min_side=0, max_side=6),
+    elements=None,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(X=arrays)
+def test_random_input_gives_result_or_clear_error(X):
+    clf = _fitted_model()
+    for method in (clf.predict_proba, clf.explain):
+        try:
+            out = method(X)
+        except ValueError as error:
+            assert str(error), "errors must say what was wrong"
+        else:
+            assert len(out) == X.shape[0]
+            assert np.isfinite(out).all()
+    y = np.arange(X.shape[0]) % 2 if X.ndim >= 1 else None
+    try:
+        fitted = tiny(max_epochs=1).fit(X, y)
+    except ValueError as error:
+        assert str(error)
+    else:
+        assert fitted.predict(X).shape == (X.shape[0],)
