@@ -16,9 +16,9 @@ from types import MappingProxyType
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import LRScheduler
+from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
-from skorch.utils import to_tensor
+from skorch.utils import is_dataset, to_tensor
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
@@ -152,6 +152,11 @@ def as_image_batch(X, image_shape=None, *, expected_shape=None, estimator_name="
             f"{estimator_name} expects images as (n, H*W), (n, H, W) or "
             f"(n, C, H, W); got an array with {X.ndim} dimensions, shape {X.shape}."
         )
+    if 0 in X.shape[1:]:
+        raise ValueError(
+            f"{estimator_name} needs images with at least one pixel; got X of "
+            f"shape {X.shape}."
+        )
     if expected_shape is not None:
         _check_against_fitted_shape(X, expected_shape, estimator_name)
         shape = tuple(expected_shape)
@@ -199,25 +204,62 @@ def _check_against_fitted_shape(X, expected_shape, estimator_name):
         )
 
 
-class CosineAnnealing(LRScheduler):
-    """Cosine learning-rate decay that ends at the net's ``max_epochs``.
+class _UnfittedDefault:
+    """Class-level default of an attribute skorch expects on every net.
 
-    The default schedule of :class:`CKDNetClassifier`, as the
-    ``"lr_scheduler"`` callback. Extra keyword arguments (e.g.
-    ``eta_min``) go to :class:`torch.optim.lr_scheduler.CosineAnnealingLR`.
+    Hidden while ``__init__`` runs, because skorch tells its own
+    construction apart by the attribute's absence; an instance value, once
+    ``initialize`` sets one, takes precedence.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is not None and "_constructing" in vars(instance):
+            raise AttributeError(self.name)
+        return self.value
+
+
+class CosineAnnealing(Callback):
+    """Cosine learning-rate decay from the initial rate to ``eta_min``.
+
+    The default schedule of :class:`CKDNetClassifier`, as its
+    ``"lr_scheduler"`` callback. The rate of each epoch is computed from
+    the number of epochs in the net's history, so a run resumed from a
+    checkpoint continues the same curve.
+
+    Parameters
+    ----------
+    eta_min : float, default=0.0
+        Learning rate reached at the last epoch.
+    T_max : int or None, default=None
+        Epochs of the whole decay; None uses the net's ``max_epochs``.
 
     Examples
     --------
-    >>> from ckdlearn.estimator import CKDNetClassifier, CosineAnnealing
+    >>> from ckdlearn import CKDNetClassifier
+    >>> dict(CKDNetClassifier().get_default_callbacks())["lr_scheduler"]
+    <ckdlearn.estimator.CosineAnnealing object at ...>
     >>> clf = CKDNetClassifier(callbacks__lr_scheduler__eta_min=1e-5)
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(policy=torch.optim.lr_scheduler.CosineAnnealingLR, **kwargs)
+    def __init__(self, eta_min=0.0, T_max=None):
+        self.eta_min = eta_min
+        self.T_max = T_max
 
-    def on_train_begin(self, net, **kwargs):
-        self.T_max = max(int(net.max_epochs), 1)
-        return super().on_train_begin(net, **kwargs)
+    def on_epoch_begin(self, net, **kwargs):
+        epoch = len(net.history) - 1  # skorch adds this epoch's row first
+        total = self.T_max if self.T_max is not None else net.max_epochs
+        progress = min(epoch / max(int(total), 1), 1.0)
+        factor = 0.5 * (1 + math.cos(math.pi * progress))
+        for group in net.optimizer_.param_groups:
+            initial = group.setdefault("initial_lr", group["lr"])
+            group["lr"] = self.eta_min + (initial - self.eta_min) * factor
+        net.history.record("event_lr", net.optimizer_.param_groups[0]["lr"])
 
 
 class CKDNetClassifier(NeuralNetClassifier):
@@ -327,15 +369,16 @@ class CKDNetClassifier(NeuralNetClassifier):
     >>> import numpy as np
     >>> from ckdlearn import CKDNetClassifier
     >>> rng = np.random.RandomState(0)
-    >>> X = rng.rand(40, 16 * 16).astype(np.float32)
-    >>> y = np.repeat(["Cyst", "Normal"], 20)
-    >>> X[y == "Cyst", :128] += 1.0          # a bright upper half
-    >>> clf = CKDNetClassifier(max_epochs=5, module__width=4, module__depth=2,
+    >>> stripes = (np.arange(16)[:, None] % 4 < 2) * np.ones((1, 16))
+    >>> X = np.stack([stripes.ravel()] * 20 + [stripes.T.ravel()] * 20)
+    >>> X = ((X + rng.rand(40, 256)) / 2).astype(np.float32)  # 40 noisy 16x16 images
+    >>> y = np.repeat(["Cyst", "Normal"], 20)  # horizontal vs vertical stripes
+    >>> clf = CKDNetClassifier(max_epochs=5, lr=1e-2, module__width=4, module__depth=2,
     ...                        augment=None, random_state=0).fit(X, y)
     >>> clf.classes_
     array(['Cyst', 'Normal'], dtype='<U6')
-    >>> clf.predict(X[:3])
-    array(['Cyst', 'Cyst', 'Cyst'], dtype='<U6')
+    >>> clf.predict(X[[0, 1, 20]])
+    array(['Cyst', 'Cyst', 'Normal'], dtype='<U6')
     >>> clf.explain(X[:3]).shape
     (3, 16, 16)
     """
@@ -344,9 +387,9 @@ class CKDNetClassifier(NeuralNetClassifier):
     # instance; scikit-learn requires __init__ to set parameters only, so
     # they are dropped there and these class-level defaults stand in until
     # ``initialize`` sets real ones.
-    history_ = None
-    initialized_ = False
-    virtual_params_ = MappingProxyType({})
+    history_ = _UnfittedDefault(None)
+    initialized_ = _UnfittedDefault(False)
+    virtual_params_ = _UnfittedDefault(MappingProxyType({}))
 
     def __init__(
         self,
@@ -369,6 +412,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         callbacks=None,
         **kwargs,
     ):
+        vars(self)["_constructing"] = True
         super().__init__(
             module,
             criterion=criterion,
@@ -388,7 +432,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         self.class_weight = class_weight
         self.precision = precision
         self.random_state = random_state
-        for name in ("history_", "initialized_", "virtual_params_"):
+        for name in ("history_", "initialized_", "virtual_params_", "_constructing"):
             vars(self).pop(name, None)
 
     # -- parameters ---------------------------------------------------------
@@ -664,6 +708,10 @@ class CKDNetClassifier(NeuralNetClassifier):
 
     def _images_for_prediction(self, X):
         check_is_fitted(self)
+        if is_dataset(X):
+            # skorch's own scoring callbacks (e.g. with a train_split) pass
+            # the validation Dataset it built from already-validated images.
+            return X
         return as_image_batch(
             X, expected_shape=self.image_shape_, estimator_name=type(self).__name__
         )

@@ -218,6 +218,6 @@ def count_parameters(module):
     --------
     >>> from ckdlearn.nets import PaperCNN, count_parameters
     >>> count_parameters(PaperCNN())
-    95440
+    91348
     """
     return int(sum(math.prod(p.shape) for p in module.parameters() if p.requires_grad))

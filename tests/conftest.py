@@ -4,11 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
-# Two cores on the CI machine: one torch thread per test process keeps the
-# suite from oversubscribing them (and makes timings repeatable).
-torch.set_num_threads(1)
 
 REAL_DATA = (
     Path(__file__).resolve().parents[2]
