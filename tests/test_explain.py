@@ -1,0 +1,582 @@
+"""Grad-CAM heatmaps, faithfulness scores and pipeline explanations."""
+
+import copy
+import doctest
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import make_pipeline as make_imblearn_pipeline
+from pytorch_grad_cam import AblationCAM, FullGrad
+from pytorch_grad_cam.ablation_layer import AblationLayer
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from torch import nn
+
+import ckdlearn
+from ckdlearn import CKDNetClassifier, PaperCNN
+from ckdlearn.explain import (
+    CAM_METHODS,
+    FAITHFULNESS_METRICS,
+    compute_heatmaps,
+    faithfulness_scores,
+    heatmap_energy_in_mask,
+)
+
+torch.set_num_threads(1)
+
+explain_module = importlib.import_module("ckdlearn.explain")
+
+SIZE = 16
+
+
+def make_square_images(n, seed=0, size=SIZE):
+    """Noise; every other image ("Stone") has a bright 4x4 square somewhere
+    in the upper-left corner, the only thing that tells the classes apart.
+
+    Returns flat float32 rows, string labels and the square's mask per image
+    (drawn for the "Normal" images too, where nothing is there).
+    """
+    rng = np.random.RandomState(seed)
+    images = 0.5 * rng.rand(n, size, size).astype(np.float32)
+    labels = np.where(np.arange(n) % 2 == 0, "Stone", "Normal")
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in range(n):
+        row, col = rng.randint(0, 4, size=2)
+        masks[i, row : row + 4, col : col + 4] = True
+    images[masks & (labels == "Stone")[:, None, None]] = 1.0
+    return images.reshape(n, -1), labels, masks
+
+
+def tiny(**params):
+    defaults = dict(
+        max_epochs=2,
+        batch_size=16,
+        module__width=4,
+        module__depth=2,
+        augment=None,
+        random_state=0,
+    )
+    return CKDNetClassifier(**{**defaults, **params})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_square_images(160)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, y, _ = data
+    # lr=1e-2 learns the square in 2 epochs (test accuracy 1.0).
+    return tiny(lr=1e-2).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def X_test():
+    X, _, _ = make_square_images(12, seed=1)
+    return X
+
+
+@pytest.fixture
+def fresh(fitted):
+    """A private copy, for tests that change or refit the estimator."""
+    return copy.deepcopy(fitted)
+
+
+def state_bytes(module):
+    return {name: tensor.cpu().numpy().tobytes() for name, tensor in module.state_dict().items()}
+
+
+def assert_no_hooks(module):
+    for name, submodule in module.named_modules():
+        for attribute in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        ):
+            assert not getattr(submodule, attribute), f"{attribute} left on {name!r}"
+
+
+def direct_cam(module, images, class_indices, method, layer):
+    """pytorch-grad-cam used the way its README shows."""
+    cam_class = CAM_METHODS[method]
+    if cam_class is FullGrad:
+        cam = cam_class(module, [])
+    elif cam_class is AblationCAM:
+        cam = cam_class(module, [layer], ablation_layer=AblationLayer())
+    else:
+        cam = cam_class(module, [layer])
+    targets = [ClassifierOutputTarget(int(c)) for c in class_indices]
+    with cam:
+        return cam(input_tensor=torch.from_numpy(images), targets=targets)
+
+
+# --- heatmaps ---------------------------------------------------------------
+
+
+def test_cam_methods_is_read_only():
+    assert {"gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam"} <= set(CAM_METHODS)
+    with pytest.raises(TypeError):
+        CAM_METHODS["mine"] = object
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_each_method_gives_unit_heatmaps_and_leaves_network_alone(fitted, X_test, method):
+    module = fitted.module_
+    before = state_bytes(module)
+    heatmaps = fitted.explain(X_test, method=method)
+    assert heatmaps.shape == (len(X_test), SIZE, SIZE)
+    assert heatmaps.dtype == np.float32
+    assert np.all(np.isfinite(heatmaps))
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    assert heatmaps.max() > 0.5  # not degenerate on a trained network
+    assert state_bytes(module) == before
+    assert_no_hooks(module)
+    assert all(p.grad is None for p in module.parameters())
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_heatmaps_match_pytorch_grad_cam_called_directly(fresh, X_test, method):
+    # ckdlearn freezes the weights and starts the backward pass at the
+    # layer; the maps must still be pytorch-grad-cam's, bit for bit.
+    images = fresh.to_images(X_test)
+    ours, classes = compute_heatmaps(fresh.module_, images, method=method)
+    np.testing.assert_array_equal(classes, fresh.predict_proba(X_test).argmax(axis=1))
+    layer = dict(fresh.module_.named_modules())[fresh.module_.cam_layer]
+    theirs = direct_cam(fresh.module_, images, classes, method, layer)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_heatmaps_do_not_depend_on_batch_size(fitted, X_test):
+    images = fitted.to_images(X_test)
+    reference, _ = compute_heatmaps(fitted.module_, images, batch_size=len(images))
+    for batch_size in (1, 5):
+        heatmaps, _ = compute_heatmaps(fitted.module_, images, batch_size=batch_size)
+        np.testing.assert_allclose(heatmaps, reference, atol=1e-6)
+
+
+def test_all_zero_cam_stays_zero(fresh, X_test):
+    # A head that ignores the features gives zero gradients everywhere.
+    with torch.no_grad():
+        fresh.module_.classifier.weight.zero_()
+    for method in ("gradcam", "gradcam++", "layercam"):
+        heatmaps = fresh.explain(X_test, method=method)
+        assert not np.any(np.isnan(heatmaps))
+        assert np.all(heatmaps == 0)
+
+
+def test_empty_batch(fitted):
+    heatmaps, classes = compute_heatmaps(fitted.module_, np.zeros((0, 1, SIZE, SIZE), np.float32))
+    assert heatmaps.shape == (0, SIZE, SIZE) and heatmaps.dtype == np.float32
+    assert classes.shape == (0,) and classes.dtype == np.int64
+
+
+# --- targets ----------------------------------------------------------------
+
+
+def test_target_none_explains_the_prediction(fitted, X_test):
+    predicted = fitted.predict(X_test)
+    np.testing.assert_array_equal(
+        fitted.explain(X_test), fitted.explain(X_test, target=predicted)
+    )
+    _, classes = compute_heatmaps(fitted.module_, fitted.to_images(X_test))
+    assert classes.dtype == np.int64
+    np.testing.assert_array_equal(fitted.classes_[classes], predicted)
+
+
+def test_target_forms(fitted, X_test):
+    n = len(X_test)
+    one = fitted.explain(X_test, target="Stone")
+    per_image = fitted.explain(X_test, target=["Stone"] * n)
+    np.testing.assert_array_equal(one, per_image)
+    other = fitted.explain(X_test, target="Normal")
+    assert not np.allclose(one, other)
+    mixed = np.where(np.arange(n) % 2 == 0, "Stone", "Normal")
+    heatmaps = fitted.explain(X_test, target=mixed)
+    np.testing.assert_array_equal(heatmaps[::2], one[::2])
+    np.testing.assert_array_equal(heatmaps[1::2], other[1::2])
+
+
+def test_integer_labels(data, X_test):
+    X, y, _ = data
+    clf = tiny().fit(X, np.where(y == "Stone", 7, 3))
+    np.testing.assert_array_equal(
+        clf.explain(X_test, target=7),
+        compute_heatmaps(clf.module_, clf.to_images(X_test), np.ones(len(X_test), int))[0],
+    )
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("Tumor", "Unknown target label"),
+        (5, "Unknown target label"),
+        (["Stone", "Normal"], "one label per image"),
+        ([["Stone"] * 12], "one label per image"),
+    ],
+)
+def test_bad_targets(fitted, X_test, target, message):
+    with pytest.raises(ValueError, match=message):
+        fitted.explain(X_test, target=target)
+    assert_no_hooks(fitted.module_)
+
+
+@pytest.mark.parametrize(
+    "class_indices, message",
+    [
+        ([0, 1], r"shape \(12,\)"),
+        (np.zeros(12), "integers"),
+        (-np.ones(12, int), "non-negative"),
+        (np.full(12, 2), r"only 2 outputs"),
+    ],
+)
+def test_bad_class_indices(fresh, X_test, class_indices, message):
+    module = fresh.module_.train()
+    before = state_bytes(module)
+    with pytest.raises(ValueError, match=message):
+        compute_heatmaps(module, fresh.to_images(X_test), class_indices)
+    assert module.training
+    assert_no_hooks(module)
+    assert state_bytes(module) == before
+
+
+# --- methods and layers -----------------------------------------------------
+
+
+def test_unknown_method_lists_the_known_ones(fitted, X_test):
+    with pytest.raises(ValueError, match=r"Unknown CAM method 'gradcam\+'.*'gradcam\+\+'"):
+        fitted.explain(X_test, method="gradcam+")
+
+
+def test_layer_by_name_and_by_module(fitted, X_test):
+    module = fitted.module_
+    default = fitted.explain(X_test)
+    np.testing.assert_array_equal(default, fitted.explain(X_test, layer=module.cam_layer))
+    by_name = fitted.explain(X_test, layer="features.0")
+    by_module = fitted.explain(X_test, layer=module.features[0])
+    np.testing.assert_array_equal(by_name, by_module)
+    assert not np.allclose(by_name, default)
+    conv = fitted.explain(X_test, layer="features.1.0.conv2")
+    assert conv.shape == default.shape
+
+
+def test_unknown_layer(fitted, X_test):
+    with pytest.raises(ValueError, match="Unknown layer 'features.9'.*'features.1'"):
+        fitted.explain(X_test, layer="features.9")
+    with pytest.raises(ValueError, match="not one of"):
+        fitted.explain(X_test, layer=nn.Conv2d(8, 8, 3))
+    with pytest.raises(TypeError, match="layer must be None"):
+        fitted.explain(X_test, layer=3)
+
+
+def test_layer_without_feature_maps(fresh, X_test):
+    module = fresh.module_
+    before = state_bytes(module)
+    with pytest.raises(ValueError, match=r"outputs \(12, 2\).*\(n, channels, height, width\)"):
+        fresh.explain(X_test, layer="classifier", batch_size=12)
+    assert_no_hooks(module)
+    assert state_bytes(module) == before
+
+
+def test_default_layer_is_the_last_convolution():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )
+    images = np.random.RandomState(0).rand(3, 1, 8, 8).astype(np.float32)
+    np.testing.assert_array_equal(
+        compute_heatmaps(net, images)[0], compute_heatmaps(net, images, layer="2")[0]
+    )
+    with pytest.raises(ValueError, match="no cam_layer attribute and no"):
+        compute_heatmaps(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), images)
+
+
+def test_bad_images_and_batch_size(fitted):
+    module = fitted.module_
+    with pytest.raises(ValueError, match="4-D array"):
+        compute_heatmaps(module, np.zeros((2, SIZE, SIZE)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        compute_heatmaps(module, np.full((2, 1, SIZE, SIZE), np.nan))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        compute_heatmaps(module, np.zeros((2, 1, SIZE, SIZE)), batch_size=0)
+
+
+# --- the network is left as it was ------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam", "ablationcam", "fullgrad"])
+def test_explain_leaves_no_trace(fresh, X_test, method):
+    module = fresh.module_
+    predicted = fresh.predict_proba(X_test)
+    for parameter in module.parameters():  # as a training step leaves them
+        parameter.grad = torch.ones_like(parameter)
+    before = state_bytes(module)
+    first = fresh.explain(X_test, method=method)
+    second = fresh.explain(X_test, method=method)
+    np.testing.assert_array_equal(first, second)
+    assert_no_hooks(module)
+    assert all(p.grad is None for p in module.parameters())
+    assert state_bytes(module) == before
+    np.testing.assert_array_equal(fresh.predict_proba(X_test), predicted)
+    # The layer AblationCAM swaps out while it runs is back in place.
+    assert isinstance(module.features[1], nn.Sequential)
+
+
+def test_modes_and_requires_grad_restored(fresh, X_test):
+    module = fresh.module_.train()
+    module.features[0][0].bn1.eval()  # a mixed state must survive as it is
+    modes = {name: m.training for name, m in module.named_modules()}
+    module.classifier.bias.requires_grad_(False)
+    flags = {name: p.requires_grad for name, p in module.named_parameters()}
+    before = state_bytes(module)
+    fresh.explain(X_test, return_scores=True)
+    assert {name: m.training for name, m in module.named_modules()} == modes
+    assert {name: p.requires_grad for name, p in module.named_parameters()} == flags
+    # Train mode did not leak into the CAM pass: batch-norm statistics stay.
+    assert state_bytes(module) == before
+
+
+def test_fit_after_explain(fresh, data, X_test):
+    X, y, _ = data
+    fresh.explain(X_test)
+    fresh.fit(X, y)
+    refitted = tiny(lr=1e-2).fit(X, y)
+    np.testing.assert_allclose(fresh.predict_proba(X_test), refitted.predict_proba(X_test), atol=1e-6)
+
+
+def test_global_torch_random_state_untouched(fitted, X_test):
+    state = torch.random.get_rng_state()
+    fitted.explain(X_test, return_scores=True)
+    faithfulness_scores(
+        fitted.module_, fitted.to_images(X_test), None,
+        fitted.explain(X_test), metric="road",
+    )
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_module_on_cuda(fresh, X_test):
+    images = fresh.to_images(X_test)
+    on_cpu, classes = compute_heatmaps(fresh.module_, images)
+    module = fresh.module_.to("cuda")
+    on_gpu, gpu_classes = compute_heatmaps(module, images, device="cpu")
+    np.testing.assert_array_equal(gpu_classes, classes)
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)
+    scores = faithfulness_scores(module, images, classes, on_gpu)
+    assert scores.shape == (len(images),)
+    assert all(p.device.type == "cuda" for p in module.parameters())
+
+
+# --- other inputs and networks ----------------------------------------------
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_one_pixel_high_images(method):
+    # Tabular rows are read as images one pixel high: the layers' feature
+    # maps are 1 x W.
+    rng = np.random.RandomState(0)
+    X = rng.rand(40, 10).astype(np.float32)
+    y = np.repeat([0, 1], 20)
+    X[y == 1, :3] += 1
+    clf = tiny().fit(X, y)
+    heatmaps = clf.explain(X[:5], method=method)
+    assert heatmaps.shape == (5, 1, 10)
+    assert np.all(np.isfinite(heatmaps)) and heatmaps.min() >= 0 and heatmaps.max() <= 1
+    assert_no_hooks(clf.module_)
+
+
+def test_paper_cnn_on_rgb_images():
+    rng = np.random.RandomState(0)
+    X = rng.rand(24, 3 * 28 * 28).astype(np.float32)
+    y = np.repeat(["Cyst", "Tumor"], 12)
+    clf = CKDNetClassifier(
+        PaperCNN, image_shape=(3, 28, 28), max_epochs=2, batch_size=16,
+        augment=None, random_state=0,
+    ).fit(X, y)
+    heatmaps, scores = clf.explain(X[:4], return_scores=True)
+    assert heatmaps.shape == (4, 28, 28)
+    assert scores.shape == (4,)
+    layer = dict(clf.module_.named_modules())["conv2"]
+    np.testing.assert_array_equal(
+        clf.explain(X[:4], layer="conv2"), clf.explain(X[:4], layer=layer)
+    )
+
+
+# --- pipelines and the top-level function -----------------------------------
+
+
+def test_explain_imblearn_pipeline_skips_the_sampler(data, X_test):
+    X, y, _ = data
+    keep = np.r_[np.flatnonzero(y == "Stone")[:6], np.flatnonzero(y == "Normal")[:30]]
+    pipe = make_imblearn_pipeline(SMOTE(k_neighbors=2, random_state=0), tiny()).fit(X[keep], y[keep])
+    heatmaps = ckdlearn.explain(pipe, X_test)
+    np.testing.assert_array_equal(heatmaps, pipe[-1].explain(X_test))
+    np.testing.assert_array_equal(
+        ckdlearn.explain(pipe, X_test, target="Stone"), pipe[-1].explain(X_test, target="Stone")
+    )
+
+
+def test_explain_pipeline_transforms_first(data, X_test):
+    X, y, _ = data
+    invert = FunctionTransformer(lambda rows: 1 - rows)
+    for pipe in (
+        make_pipeline(invert, tiny()),
+        make_imblearn_pipeline(invert, SMOTE(k_neighbors=2), tiny()),
+    ):
+        pipe.fit(X, y)
+        heatmaps = ckdlearn.explain(pipe, X_test, method="layercam", batch_size=5)
+        np.testing.assert_array_equal(
+            heatmaps, pipe[-1].explain(1 - X_test, method="layercam", batch_size=5)
+        )
+        assert not np.allclose(heatmaps, pipe[-1].explain(X_test, method="layercam"))
+
+
+def test_explain_nested_pipeline_and_search(data, X_test):
+    from sklearn.model_selection import GridSearchCV
+
+    X, y, _ = data
+    inner = make_pipeline(FunctionTransformer(lambda rows: rows * 2), tiny())
+    outer = make_pipeline(FunctionTransformer(lambda rows: rows / 2), inner).fit(X, y)
+    np.testing.assert_allclose(
+        ckdlearn.explain(outer, X_test), outer[-1][-1].explain(X_test), atol=1e-6
+    )
+    search = GridSearchCV(tiny(), {"lr": [1e-2]}, cv=2).fit(X, y)
+    np.testing.assert_array_equal(
+        ckdlearn.explain(search, X_test), search.best_estimator_.explain(X_test)
+    )
+
+
+def test_explain_return_scores(fitted, X_test):
+    heatmaps, scores = ckdlearn.explain(fitted, X_test, return_scores=True)
+    np.testing.assert_array_equal(heatmaps, fitted.explain(X_test))
+    assert scores.shape == (len(X_test),) and scores.dtype == np.float32
+    assert np.all(np.isfinite(scores))
+
+
+def test_explain_not_fitted(X_test):
+    with pytest.raises(NotFittedError):
+        ckdlearn.explain(tiny(), X_test)
+    with pytest.raises(NotFittedError):
+        ckdlearn.explain(make_imblearn_pipeline(SMOTE(), tiny()), X_test)
+
+
+def test_explain_needs_an_explain_method(data, X_test):
+    X, y, _ = data
+    with pytest.raises(TypeError, match="LogisticRegression, which has no explain method"):
+        ckdlearn.explain(LogisticRegression().fit(X, y), X_test)
+    with pytest.raises(TypeError, match="last step 'logisticregression'"):
+        ckdlearn.explain(make_pipeline(LogisticRegression()).fit(X, y), X_test)
+    with pytest.raises(TypeError, match="no explain method"):
+        ckdlearn.explain(object(), X_test)
+
+
+# --- faithfulness -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stone_images(fitted):
+    """Test images with a square, explained for the class the square means."""
+    X, y, masks = make_square_images(40, seed=1)
+    stone = y == "Stone"
+    assert np.all(fitted.predict(X[stone]) == "Stone")
+    images = fitted.to_images(X[stone])
+    classes = np.full(len(images), list(fitted.classes_).index("Stone"))
+    return images, classes, masks[stone]
+
+
+def test_gradcam_points_at_the_square(fitted, stone_images):
+    images, classes, masks = stone_images
+    heatmaps, _ = compute_heatmaps(fitted.module_, images, classes)
+    energy = heatmap_energy_in_mask(heatmaps, masks)
+    # The square is 1/16 of the image; a map that ignored it would put
+    # about that share of its mass there.
+    assert energy.mean() > 3 * masks.mean()
+
+
+@pytest.mark.parametrize("metric", list(FAITHFULNESS_METRICS))
+def test_faithful_heatmaps_score_higher(fitted, stone_images, metric):
+    images, classes, masks = stone_images
+    module = fitted.module_
+    heatmaps, _ = compute_heatmaps(module, images, classes)
+    random_maps = np.random.RandomState(0).rand(*heatmaps.shape).astype(np.float32)
+    before = state_bytes(module)
+
+    def score(maps):
+        return faithfulness_scores(module, images, classes, maps, metric=metric)
+
+    gradcam, inverted, random = score(heatmaps), score(1 - heatmaps), score(random_maps)
+    assert gradcam.dtype == np.float32 and gradcam.shape == (len(images),)
+    assert gradcam.mean() > inverted.mean() + 0.05
+    assert gradcam.mean() > random.mean() + 0.05
+    assert np.mean(gradcam > inverted) >= 0.9
+    # The metric itself ranks the true region above its complement.
+    truth = masks.astype(np.float32)
+    assert score(truth).mean() > score(1 - truth).mean() + 0.05
+    assert state_bytes(module) == before
+    assert_no_hooks(module)
+    assert all(p.grad is None for p in module.parameters())
+
+
+def test_faithfulness_is_reproducible(fitted, stone_images):
+    images, classes, _ = stone_images
+    heatmaps, _ = compute_heatmaps(fitted.module_, images, classes)
+    first = faithfulness_scores(fitted.module_, images, classes, heatmaps, metric="road", random_state=3)
+    again = faithfulness_scores(fitted.module_, images, classes, heatmaps, metric="road", random_state=3, batch_size=4)
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    predicted = faithfulness_scores(fitted.module_, images, None, heatmaps)
+    np.testing.assert_allclose(predicted, faithfulness_scores(fitted.module_, images, classes, heatmaps))
+
+
+def test_faithfulness_of_flat_maps_is_finite(fitted, stone_images):
+    images, classes, _ = stone_images
+    for maps in (np.zeros(images.shape[:1] + images.shape[2:], np.float32),):
+        for metric in FAITHFULNESS_METRICS:
+            scores = faithfulness_scores(fitted.module_, images, classes, maps, metric=metric)
+            assert np.all(np.isfinite(scores))
+
+
+def test_faithfulness_bad_arguments(fitted, stone_images):
+    images, classes, _ = stone_images
+    heatmaps = np.zeros((len(images), SIZE, SIZE), np.float32)
+    module = fitted.module_
+    with pytest.raises(ValueError, match="Unknown faithfulness metric 'drop'.*'road'"):
+        faithfulness_scores(module, images, classes, heatmaps, metric="drop")
+    with pytest.raises(ValueError, match="strictly between 0 and 100"):
+        faithfulness_scores(module, images, classes, heatmaps, percentile=100)
+    with pytest.raises(ValueError, match="takes one percentile"):
+        faithfulness_scores(module, images, classes, heatmaps, percentile=[20, 80])
+    with pytest.raises(ValueError, match="heatmaps must be"):
+        faithfulness_scores(module, images, classes, heatmaps[:, :8])
+    with pytest.raises(ValueError, match="only 2 outputs"):
+        faithfulness_scores(module, images, classes + 5, heatmaps)
+    assert_no_hooks(module)
+
+
+def test_heatmap_energy_in_mask():
+    heatmaps = np.zeros((3, 4, 4), np.float32)
+    heatmaps[0, 0, 0] = 1
+    heatmaps[1] = 1
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True
+    np.testing.assert_allclose(heatmap_energy_in_mask(heatmaps, mask), [1, 0.25, 0])
+    np.testing.assert_allclose(
+        heatmap_energy_in_mask(heatmaps, np.stack([~mask, mask, mask])), [0, 0.25, 0]
+    )
+    with pytest.raises(ValueError, match="masks must be"):
+        heatmap_energy_in_mask(heatmaps, mask[:3])
+    with pytest.raises(ValueError, match="non-negative"):
+        heatmap_energy_in_mask(-heatmaps, mask)
+
+
+def test_docstring_examples():
+    results = doctest.testmod(explain_module, optionflags=doctest.ELLIPSIS)
+    assert results.attempted > 0 and results.failed == 0
