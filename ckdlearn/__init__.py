@@ -14,5 +14,6 @@ from ._version import __version__
 from .estimator import CKDNetClassifier
 from .explain import explain
 from .nets import CKDNet, PaperCNN
+from .persistence import load, save
 
-__all__ = ["CKDNet", "CKDNetClassifier", "PaperCNN", "__version__", "explain"]
+__all__ = ["CKDNet", "CKDNetClassifier", "PaperCNN", "__version__", "explain", "load", "save"]
