@@ -1,0 +1,298 @@
+"""Calibration metrics: does a predicted probability of 0.9 come true 9 times in 10?
+
+A classifier can rank well and still be over- or under-confident. For a
+clinical reader the confidence matters as much as the label, so ckdlearn
+reports the expected calibration error (ECE) beside accuracy, and draws
+reliability diagrams from :func:`reliability_curve`.
+"""
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["ReliabilityCurve", "expected_calibration_error", "reliability_curve"]
+
+# Tolerance on row sums of y_proba: float32 softmax outputs are off by ~1e-7,
+# values rounded for display by ~1e-4; anything further is not a probability.
+_ROW_SUM_TOLERANCE = 1e-3
+
+
+class ReliabilityCurve(NamedTuple):
+    """Per-bin mean confidence, accuracy and count of a reliability diagram.
+
+    Attributes
+    ----------
+    confidence : ndarray of shape (n_bins,)
+        Mean predicted confidence in each bin; NaN for empty bins.
+    accuracy : ndarray of shape (n_bins,)
+        Fraction of correct predictions in each bin; NaN for empty bins.
+    counts : ndarray of shape (n_bins,)
+        Number of predictions in each bin.
+    bin_edges : ndarray of shape (n_bins + 1,)
+        Bin boundaries; bins are closed on the left, the last also on the
+        right.
+    """
+
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    counts: np.ndarray
+    bin_edges: np.ndarray
+
+
+def _check_inputs(y_true, y_proba, labels):
+    """Validate and return (y_true, y_proba (n, n_classes), labels)."""
+    y_true = np.asarray(y_true)
+    if y_true.ndim != 1:
+        raise ValueError(
+            f"y_true must be 1-D (one label per sample); got shape {y_true.shape}."
+        )
+    try:
+        y_proba = np.asarray(y_proba, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            "y_proba must be numeric probabilities, as returned by "
+            "predict_proba."
+        ) from error
+    if y_proba.ndim not in (1, 2):
+        raise ValueError(
+            "y_proba must be 2-D (n_samples, n_classes), as returned by "
+            "predict_proba, or 1-D (probability of the positive class in a "
+            f"binary problem); got shape {y_proba.shape}."
+        )
+    if len(y_proba) != len(y_true):
+        raise ValueError(
+            f"y_true has {len(y_true)} samples but y_proba has {len(y_proba)}; "
+            "pass the labels and probabilities of the same samples."
+        )
+    if len(y_true) == 0:
+        raise ValueError("y_true and y_proba are empty; pass at least one sample.")
+    if not np.isfinite(y_proba).all():
+        raise ValueError(
+            "y_proba contains NaN or infinity; probabilities must be finite. "
+            "Check the model's output (a diverged network gives NaN)."
+        )
+    if y_proba.min() < -_ROW_SUM_TOLERANCE or y_proba.max() > 1 + _ROW_SUM_TOLERANCE:
+        raise ValueError(
+            f"y_proba must lie in [0, 1]; found values from {y_proba.min():.4g} to "
+            f"{y_proba.max():.4g}. Pass predict_proba output, not decision "
+            "scores or logits (apply a softmax first)."
+        )
+    if y_proba.ndim == 1:
+        y_proba = np.column_stack([1.0 - y_proba, y_proba])
+    row_sums = y_proba.sum(axis=1)
+    if np.abs(row_sums - 1.0).max() > _ROW_SUM_TOLERANCE:
+        raise ValueError(
+            "Each row of y_proba must sum to 1 (one probability per class); "
+            f"found row sums from {row_sums.min():.4g} to {row_sums.max():.4g}. "
+            "Pass predict_proba output, with one column per class."
+        )
+    y_proba = np.clip(y_proba, 0.0, 1.0)
+
+    n_classes = y_proba.shape[1]
+    if labels is None:
+        labels = np.unique(y_true)
+        if len(labels) != n_classes:
+            raise ValueError(
+                f"y_true contains {len(labels)} distinct labels but y_proba has "
+                f"{n_classes} columns, so the column of each label is unknown. "
+                "Pass labels= in column order (e.g. labels=model.classes_)."
+            )
+    else:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) != n_classes:
+            raise ValueError(
+                f"labels must list one label per column of y_proba ({n_classes}); "
+                f"got {labels.tolist()!r}."
+            )
+        if len(np.unique(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct; got {labels.tolist()!r}.")
+        unknown = np.setdiff1d(y_true, labels)
+        if len(unknown):
+            raise ValueError(
+                f"y_true contains labels {unknown.tolist()!r} that are not in "
+                f"labels={labels.tolist()!r}."
+            )
+    return y_true, y_proba, labels
+
+
+def _check_binning(n_bins, strategy):
+    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
+    if strategy not in ("uniform", "quantile"):
+        raise ValueError(
+            f"strategy must be 'uniform' or 'quantile'; got {strategy!r}."
+        )
+
+
+def _bin(confidence, outcome, n_bins, strategy):
+    """Group confidences into bins; return a ReliabilityCurve."""
+    if strategy == "uniform":
+        # i / n_bins is correctly rounded, so an edge equals the literal a
+        # user would write (np.linspace gives 0.7000000000000001 for 7/10).
+        bin_edges = np.arange(n_bins + 1) / n_bins
+    else:
+        bin_edges = np.quantile(confidence, np.linspace(0.0, 1.0, n_bins + 1))
+        bin_edges[0], bin_edges[-1] = 0.0, 1.0
+    # Interior edges only: a confidence of exactly 1 falls in the last bin.
+    bin_index = np.searchsorted(bin_edges[1:-1], confidence, side="right")
+    counts = np.bincount(bin_index, minlength=n_bins)
+    confidence_sums = np.bincount(bin_index, weights=confidence, minlength=n_bins)
+    outcome_sums = np.bincount(bin_index, weights=outcome, minlength=n_bins)
+    filled = counts > 0
+    mean_confidence = np.full(n_bins, np.nan)
+    accuracy = np.full(n_bins, np.nan)
+    np.divide(confidence_sums, counts, out=mean_confidence, where=filled)
+    np.divide(outcome_sums, counts, out=accuracy, where=filled)
+    return ReliabilityCurve(mean_confidence, accuracy, counts, bin_edges)
+
+
+def _ece_from_curve(curve):
+    filled = curve.counts > 0
+    gaps = np.abs(curve.accuracy[filled] - curve.confidence[filled])
+    return float(np.sum(curve.counts[filled] * gaps) / curve.counts.sum())
+
+
+def reliability_curve(y_true, y_proba, *, n_bins=15, strategy="uniform", labels=None):
+    """Top-label reliability curve: accuracy against confidence, per bin.
+
+    The confidence of a prediction is its largest class probability; it is
+    correct when that class is the true label. A calibrated model is right
+    90% of the time when 90% confident: its bins lie on the diagonal.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels (ints or strings).
+    y_proba : array-like of shape (n_samples, n_classes) or (n_samples,)
+        Predicted probabilities, columns in the order of ``labels``, as
+        returned by ``predict_proba`` (including ``CalibratedClassifierCV``).
+        A 1-D array is the probability of the second of two labels.
+    n_bins : int, default=15
+        Number of confidence bins.
+    strategy : {"uniform", "quantile"}, default="uniform"
+        ``"uniform"``: equal-width bins on [0, 1]. ``"quantile"``: bins
+        holding about equally many predictions (ties can leave some empty).
+    labels : array-like of shape (n_classes,), default=None
+        The label of each column of ``y_proba``, e.g. ``model.classes_``.
+        None means the sorted distinct values of ``y_true``, which must then
+        number ``n_classes``.
+
+    Returns
+    -------
+    curve : ReliabilityCurve
+        Named tuple ``(confidence, accuracy, counts, bin_edges)``; empty
+        bins have count 0 and NaN confidence and accuracy.
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree, ``y_proba`` holds NaN or infinity, values
+        outside [0, 1] or rows that do not sum to 1, or labels do not match
+        the columns.
+
+    See Also
+    --------
+    expected_calibration_error : The curve summarised in one number.
+    ckdlearn.plotting.plot_reliability_diagram : The curve drawn.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ckdlearn.metrics import reliability_curve
+    >>> y_true = np.array([0, 0, 1, 1])
+    >>> y_proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
+    >>> curve = reliability_curve(y_true, y_proba, n_bins=2)
+    >>> curve.counts
+    array([0, 4])
+    >>> print(curve.accuracy[1], curve.confidence[1])
+    0.75 0.75
+    """
+    _check_binning(n_bins, strategy)
+    y_true, y_proba, labels = _check_inputs(y_true, y_proba, labels)
+    predicted = labels[np.argmax(y_proba, axis=1)]
+    confidence = y_proba.max(axis=1)
+    correct = (predicted == y_true).astype(np.float64)
+    return _bin(confidence, correct, n_bins, strategy)
+
+
+def expected_calibration_error(
+    y_true, y_proba, *, n_bins=15, strategy="uniform", labels=None, kind="top_label"
+):
+    """Expected calibration error (ECE) of predicted probabilities.
+
+    With ``kind="top_label"`` (the usual "confidence ECE" of Guo et al.,
+    2017): predictions are binned by their confidence (largest class
+    probability) and ECE is the average over bins of
+    ``|accuracy - mean confidence|``, weighted by the fraction of
+    predictions in each bin. 0 is perfect calibration; an always-100%
+    confident model that is right 60% of the time scores 0.4.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels (ints or strings).
+    y_proba : array-like of shape (n_samples, n_classes) or (n_samples,)
+        Predicted probabilities, columns in the order of ``labels``, as
+        returned by ``predict_proba`` (including ``CalibratedClassifierCV``).
+        A 1-D array is the probability of the second of two labels.
+    n_bins : int, default=15
+        Number of bins.
+    strategy : {"uniform", "quantile"}, default="uniform"
+        Equal-width bins on [0, 1], or bins holding about equally many
+        predictions.
+    labels : array-like of shape (n_classes,), default=None
+        The label of each column of ``y_proba``, e.g. ``model.classes_``.
+        None means the sorted distinct values of ``y_true``.
+    kind : {"top_label", "classwise"}, default="top_label"
+        ``"top_label"``: calibration of the predicted class's probability.
+        ``"classwise"``: for every class, bin that class's probability and
+        compare with the frequency of the class; return the mean over
+        classes (Kull et al., 2019). Classwise also sees miscalibration in
+        the probabilities of classes that are not predicted.
+
+    Returns
+    -------
+    ece : float
+        In [0, 1]; lower is better.
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree, ``y_proba`` holds NaN or infinity, values
+        outside [0, 1] or rows that do not sum to 1, labels do not match
+        the columns, or a parameter is invalid.
+
+    Notes
+    -----
+    The binned estimate is biased upwards for small samples: even a
+    perfectly calibrated model gets an ECE around ``sqrt(n_bins / n)``
+    from sampling noise. Compare models on the same test set and bins.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ckdlearn.metrics import expected_calibration_error
+    >>> y_true = np.array([0, 1, 1, 0])
+    >>> overconfident = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> expected_calibration_error(y_true, overconfident)  # right half the time
+    0.5
+    >>> honest = np.full((4, 2), 0.5)
+    >>> expected_calibration_error(y_true, honest)
+    0.0
+    """
+    _check_binning(n_bins, strategy)
+    if kind not in ("top_label", "classwise"):
+        raise ValueError(f"kind must be 'top_label' or 'classwise'; got {kind!r}.")
+    y_true, y_proba, labels = _check_inputs(y_true, y_proba, labels)
+    if kind == "top_label":
+        predicted = labels[np.argmax(y_proba, axis=1)]
+        correct = (predicted == y_true).astype(np.float64)
+        return _ece_from_curve(_bin(y_proba.max(axis=1), correct, n_bins, strategy))
+    per_class = [
+        _ece_from_curve(
+            _bin(y_proba[:, k], (y_true == label).astype(np.float64), n_bins, strategy)
+        )
+        for k, label in enumerate(labels)
+    ]
+    return float(np.mean(per_class))
