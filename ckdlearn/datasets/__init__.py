@@ -1,0 +1,21 @@
+"""Kidney CT slices as ``X, y, groups``: loaders, a shipped sample, a reader.
+
+- :func:`load_ct_kidney` reads the public CT KIDNEY DATASET (or any folder
+  of class folders of JPEG, PNG or DICOM slices) from disk.
+- :func:`fetch_ct_kidney` downloads it from Kaggle first.
+- :func:`load_ct_kidney_sample` returns a small real subset shipped with
+  ckdlearn, for demos, docs and tests.
+- :func:`read_images` reads a list of slice files into one array.
+"""
+
+from ._ct_kidney import load_ct_kidney
+from ._fetch import fetch_ct_kidney
+from ._io import read_images
+from ._sample import load_ct_kidney_sample
+
+__all__ = [
+    "fetch_ct_kidney",
+    "load_ct_kidney",
+    "load_ct_kidney_sample",
+    "read_images",
+]

@@ -1,0 +1,327 @@
+"""Decoding slice files (JPEG, PNG, DICOM) into one preallocated array.
+
+Decoding is the cost of loading a dataset, so files are decoded straight
+at the output scale (JPEG DCT scaling), by a pool of threads (Pillow and
+NumPy release the GIL while they work), into rows of an output array that
+is allocated once.
+"""
+
+import os
+import sys
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from joblib import effective_n_jobs
+from PIL import Image
+from tqdm import tqdm
+
+from ._dicom import DEFAULT_WINDOW_LEVEL, DEFAULT_WINDOW_WIDTH, read_dicom_hounsfield, window
+from ._validation import check_image_size, check_on_error, check_verbose, check_window
+
+# DICOM exports often have no extension at all.
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
+RASTER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+SLICE_SUFFIXES = DICOM_SUFFIXES | RASTER_SUFFIXES
+
+# Files per task: large enough to amortise scheduling, small enough for a
+# smooth progress bar and an early stop on errors.
+_CHUNK = 64
+# In the automatic mode the bar appears only once a load has lasted this
+# long, so quick loads stay silent.
+_PROGRESS_DELAY_S = 1.0
+
+
+def is_slice_file(path):
+    """Whether a file name looks like a slice this module can read."""
+    name = os.path.basename(path)
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in SLICE_SUFFIXES
+
+
+def read_images(
+    paths,
+    image_size=128,
+    *,
+    window_level=DEFAULT_WINDOW_LEVEL,
+    window_width=DEFAULT_WINDOW_WIDTH,
+    on_error="raise",
+    n_jobs=None,
+    verbose=None,
+    return_skipped=False,
+):
+    """Read CT slices from JPEG, PNG or DICOM files into one float array.
+
+    Parameters
+    ----------
+    paths : sequence of str or path-like
+        The slice files. ``.dcm``, ``.dicom`` and extension-less files are
+        read as DICOM (needs the ``dicom`` extra: ``pip install
+        'ckdlearn[dicom]'``); ``.jpg``, ``.jpeg``, ``.png``, ``.bmp``,
+        ``.tif`` and ``.tiff`` as greyscale images.
+
+    image_size : int, default=128
+        Side of the square output images in pixels. Images are shrunk by
+        area averaging and enlarged bilinearly; non-square images are
+        stretched.
+
+    window_level, window_width : float, default=40, 400
+        Display window, in Hounsfield units, applied to DICOM slices after
+        their rescale slope and intercept: ``level - width / 2`` maps to 0,
+        ``level + width / 2`` to 1. The default is the soft-tissue / abdomen
+        window. JPEG and PNG files are already windowed; it does not apply.
+
+    on_error : {'raise', 'skip'}, default='raise'
+        What to do with an unreadable, truncated or non-image file: raise
+        an error naming it, or leave it out with a warning listing every
+        skipped file.
+
+    n_jobs : int, default=None
+        Threads decoding in parallel. ``None`` means 1 unless in a
+        :func:`joblib.parallel_config` context; ``-1`` means all CPUs.
+
+    verbose : bool, default=None
+        Progress bar on stderr. ``None`` shows it only on a terminal and only
+        once the load has lasted a second; ``True`` always; ``False`` never.
+
+    return_skipped : bool, default=False
+        If True, also return the list of skipped files.
+
+    Returns
+    -------
+    images : ndarray of shape (n_read, image_size, image_size), dtype float32
+        The slices in the order of ``paths``, scaled to [0, 1].
+
+    skipped : list of (str, str)
+        Only if ``return_skipped`` is True: ``(path, reason)`` of every file
+        left out (always empty with ``on_error='raise'``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file does not exist and ``on_error='raise'``.
+    ValueError
+        If a file cannot be decoded and ``on_error='raise'``, or a parameter
+        is invalid.
+    ImportError
+        If a DICOM file is read and pydicom is not installed.
+
+    Examples
+    --------
+    >>> import pydicom.data
+    >>> from ckdlearn.datasets import read_images
+    >>> path = pydicom.data.get_testdata_file("CT_small.dcm")
+    >>> images = read_images([path], image_size=64)
+    >>> images.shape, images.dtype
+    ((1, 64, 64), dtype('float32'))
+    >>> bool(images.min() >= 0 and images.max() <= 1)
+    True
+    """
+    image_size = check_image_size(image_size)
+    check_on_error(on_error)
+    window_level, window_width = check_window(window_level, window_width)
+    check_verbose(verbose)
+    if isinstance(paths, (str, os.PathLike)):
+        raise ValueError(
+            f"paths must be a sequence of file paths, got the single path "
+            f"{str(paths)!r}; wrap it in a list: read_images([path])."
+        )
+    paths = [os.fspath(path) for path in paths]
+    images = np.empty((len(paths), image_size, image_size), dtype=np.float32)
+    failures = decode_into(
+        paths,
+        images,
+        window_level=window_level,
+        window_width=window_width,
+        on_error=on_error,
+        n_jobs=n_jobs,
+        verbose=verbose,
+    )
+    images = drop_rows(images, [index for index, _, _ in failures])
+    skipped = [(path, reason) for _, path, reason in failures]
+    if skipped:
+        warn_skipped(skipped)
+    if return_skipped:
+        return images, skipped
+    return images
+
+
+def decode_into(
+    paths,
+    out,
+    *,
+    window_level=DEFAULT_WINDOW_LEVEL,
+    window_width=DEFAULT_WINDOW_WIDTH,
+    on_error="raise",
+    n_jobs=None,
+    verbose=None,
+):
+    """Decode ``paths[i]`` into ``out[i]``; return ``(index, path, reason)`` failures.
+
+    With ``on_error='raise'`` the first unreadable file (in path order)
+    raises instead; the rows of failed files are left undefined.
+    """
+    n_files = len(paths)
+    image_size = out.shape[1]
+    failures = []
+    missing_dependency = []
+    lock = threading.Lock()
+    # With on_error='raise', files after the earliest failure need not be
+    # read; files before it still are, so the error names the first bad
+    # file in path order however the threads were scheduled.
+    earliest_failure = [n_files]
+
+    def decode_chunk(start):
+        for index in range(start, min(start + _CHUNK, n_files)):
+            if missing_dependency or index > earliest_failure[0]:
+                return
+            try:
+                _read_slice_into(paths[index], out[index], image_size, window_level, window_width)
+            except ImportError as exc:
+                # A missing optional dependency is not a property of one
+                # file: skipping would silently drop every DICOM slice.
+                missing_dependency.append(exc)
+                return
+            except Exception as exc:  # any decoder failure is reported per file
+                with lock:
+                    failures.append((index, paths[index], exc))
+                    if on_error == "raise":
+                        earliest_failure[0] = min(earliest_failure[0], index)
+                if on_error == "raise":
+                    return
+
+    def stopped():
+        return bool(missing_dependency) or earliest_failure[0] < n_files
+
+    starts = range(0, n_files, _CHUNK)
+    n_threads = max(1, min(effective_n_jobs(n_jobs), len(starts)))
+    if verbose is None:
+        # sys.stderr is None under pythonw; never draw a bar into a log file.
+        show = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    else:
+        show = verbose
+    with tqdm(
+        total=n_files,
+        unit="slice",
+        desc="Reading slices",
+        disable=not show or n_files == 0,
+        delay=_PROGRESS_DELAY_S if verbose is None else 0,
+        leave=False,
+    ) as progress:
+        if n_threads == 1:
+            for start in starts:
+                decode_chunk(start)
+                progress.update(min(_CHUNK, n_files - start))
+                if stopped():
+                    break
+        else:
+            with ThreadPoolExecutor(n_threads, thread_name_prefix="ckdlearn-read") as pool:
+                futures = [pool.submit(decode_chunk, start) for start in starts]
+                for start, future in zip(starts, futures):
+                    future.result()
+                    progress.update(min(_CHUNK, n_files - start))
+                    if stopped():
+                        # Chunks not started yet all lie after the failure;
+                        # leaving the block waits for the running ones.
+                        for pending in futures:
+                            pending.cancel()
+                        break
+
+    if missing_dependency:
+        raise missing_dependency[0]
+    failures.sort(key=lambda failure: failure[0])
+    if on_error == "raise" and failures:
+        index, path, exc = failures[0]
+        raise _read_error(path, exc) from exc
+    return [(index, path, _reason(exc)) for index, path, exc in failures]
+
+
+def drop_rows(images, indices):
+    """Remove rows in place (no second copy) and return the shortened view."""
+    if not len(indices):
+        return images
+    keep = np.ones(len(images), dtype=bool)
+    keep[list(indices)] = False
+    # Shift the kept rows down one by one: a fancy-indexed copy would need a
+    # second array as large as the output.
+    write = 0
+    for read in np.flatnonzero(keep):
+        if read != write:
+            images[write] = images[read]
+        write += 1
+    return images[:write]
+
+
+def warn_skipped(skipped, *, root=None, limit=20):
+    """Warn once, listing the skipped files and why (called by public functions)."""
+    lines = [f"  {path}: {reason}" for path, reason in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    where = f" in {root}" if root is not None else ""
+    warnings.warn(
+        f"Left out {len(skipped)} slice file(s){where}:\n" + "\n".join(lines),
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _read_slice_into(path, row, image_size, window_level, window_width):
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in DICOM_SUFFIXES:
+        windowed = window(read_dicom_hounsfield(path), window_level, window_width)
+        row[...] = resize_float(windowed, image_size)
+        return
+    with Image.open(path) as image:
+        # JPEG decodes directly at 1/2, 1/4 or 1/8 scale and only the
+        # luminance channel: most of the loading speed. Other formats ignore it.
+        image.draft("L", (image_size, image_size))
+        if image.mode.startswith("I"):
+            # 16-bit greyscale PNG/TIFF: use the full range, do not clip at 255.
+            pixels = np.asarray(image, dtype=np.float32) / np.float32(65535)
+            row[...] = resize_float(np.clip(pixels, 0, 1, out=pixels), image_size)
+            return
+        if image.mode != "L":
+            image = image.convert("L")
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), _resampling(image.size, image_size))
+        # Division (not multiplication by 1/255) keeps 255 exactly at 1.0.
+        np.divide(np.asarray(image), np.float32(255), out=row)
+
+
+def resize_float(pixels, image_size):
+    if pixels.shape == (image_size, image_size):
+        return pixels
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32))
+    resized = image.resize((image_size, image_size), _resampling(image.size, image_size))
+    return np.clip(np.asarray(resized), 0, 1)
+
+
+def _resampling(size, image_size):
+    # Shrinking averages the covered area (like OpenCV's INTER_AREA), so an
+    # image loaded small matches a large one averaged down: thumbnails, and
+    # the scan-series groups inferred from them, do not depend on image_size.
+    if max(size) > image_size:
+        return Image.Resampling.BOX
+    return Image.Resampling.BILINEAR
+
+
+def _reason(exc):
+    message = str(exc) or "no details"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return f"{type(exc).__name__}: {message}"
+
+
+def _read_error(path, exc):
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(
+            f"Slice file {path} does not exist. Check the path, or pass "
+            "on_error='skip' to leave missing files out."
+        )
+    kind = "DICOM" if Path(path).suffix.lower() in DICOM_SUFFIXES else "JPEG/PNG image"
+    return ValueError(
+        f"Cannot read slice file {path}: {_reason(exc)}. Expected a readable "
+        f"{kind}. Replace or remove the file, or pass on_error='skip' to "
+        "leave unreadable files out."
+    )

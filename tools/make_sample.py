@@ -1,0 +1,123 @@
+"""Rebuild the CT KIDNEY sample shipped in ckdlearn/datasets/data.
+
+The sample holds WHOLE scan series (as found by infer_scan_groups on the
+full development subset), at least ``--min-series`` per class, so grouped
+cross-validation on it is meaningful. Per class it takes the smallest
+series first: the minimum number of series, then more while the class
+stays within ``--budget`` slices. Slices are stored as uint8 at
+``--image-size`` pixels in a compressed .npz.
+
+Usage (from the repository root)::
+
+    python tools/make_sample.py                    # uses ../shared/data/ct-kidney
+    python tools/make_sample.py --root PATH --check # verify the shipped file
+
+The selection and the arrays are deterministic; the .npz bytes differ
+between runs only by zip timestamps. ``--check`` compares the arrays of
+the shipped file with a fresh build and exits non-zero on a difference.
+"""
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ckdlearn.datasets import load_ct_kidney
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ct-kidney"
+DEFAULT_OUTPUT = REPO / "ckdlearn" / "datasets" / "data" / "ct_kidney_sample.npz"
+
+
+def select_series(target, groups, *, min_series, budget):
+    """Indices of the slices of the selected whole series, in loading order."""
+    chosen = []
+    for label in np.unique(target):
+        ids, sizes = np.unique(groups[target == label], return_counts=True)
+        # Smallest first; ties by id, i.e. by position in the dataset.
+        order = np.lexsort((ids, sizes))
+        taken, total = [], 0
+        for index in order:
+            if len(taken) >= min_series and total + sizes[index] > budget:
+                break
+            taken.append(ids[index])
+            total += sizes[index]
+        chosen += taken
+    return np.flatnonzero(np.isin(groups, chosen))
+
+
+def build(root, *, image_size, min_series, budget):
+    dataset = load_ct_kidney(root, image_size=image_size, verbose=False)
+    # One series must not hold two classes, or "whole series per class"
+    # would be ill-defined.
+    for group in np.unique(dataset.groups):
+        assert len(np.unique(dataset.target[dataset.groups == group])) == 1
+    keep = select_series(dataset.target, dataset.groups, min_series=min_series, budget=budget)
+    # Renumber series 0, 1, ... in order of first appearance.
+    _, first, inverse = np.unique(dataset.groups[keep], return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return {
+        "images": np.rint(dataset.images[keep] * 255).astype(np.uint8),
+        "target": dataset.target[keep].astype(np.int8),
+        "target_names": np.asarray(dataset.target_names, dtype=str),
+        "filenames": np.asarray(dataset.filenames[keep], dtype=str),
+        "groups": rank[inverse].astype(np.int16),
+    }
+
+
+def digest(arrays):
+    sha = hashlib.sha256()
+    for name in sorted(arrays):
+        sha.update(name.encode())
+        sha.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return sha.hexdigest()[:16]
+
+
+def summary(arrays):
+    lines = []
+    for label, name in enumerate(arrays["target_names"]):
+        in_class = arrays["target"] == label
+        series = np.unique(arrays["groups"][in_class])
+        lines.append(f"  {name:<7} {in_class.sum():4d} slices in {len(series)} series")
+    lines.append(f"  total   {len(arrays['target']):4d} slices, arrays sha256 {digest(arrays)}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="CT KIDNEY DATASET folder")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--min-series", type=int, default=5, help="whole series per class, at least"
+    )
+    parser.add_argument(
+        "--budget", type=int, default=40, help="slices per class beyond the minimum series"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="compare with --output instead of writing it"
+    )
+    args = parser.parse_args(argv)
+
+    arrays = build(
+        args.root, image_size=args.image_size, min_series=args.min_series, budget=args.budget
+    )
+    print(summary(arrays))
+    if args.check:
+        with np.load(args.output, allow_pickle=False) as shipped:
+            same = set(shipped.files) == set(arrays) and all(
+                np.array_equal(shipped[name], arrays[name]) for name in arrays
+            )
+        print(f"{args.output}: {'identical' if same else 'DIFFERENT'}")
+        return 0 if same else 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.output, **arrays)
+    print(f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
