@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
-from skorch.dataset import unpack_data
+from skorch.dataset import Dataset, unpack_data
 from skorch.utils import is_dataset, to_tensor
+from torch.utils.data import DataLoader, Subset
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
@@ -31,6 +32,109 @@ from .nets import CKDNet
 __all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "resolve_image_shape"]
 
 _PRECISIONS = {"32": None, "bf16": torch.bfloat16}
+
+# Fewest images per prediction batch when ``iterator_valid__batch_size`` is
+# not set: on the CPU, batches of 128 slices of 128 x 128 px predict about
+# 20% faster than batches of 32 (benchmarks/README.md). In eval mode each
+# image's output does not depend on the others in its batch, so this only
+# changes float rounding (~1e-7), never what a model predicts.
+_MIN_PREDICT_BATCH_SIZE = 128
+
+# The DataLoader keyword arguments the in-memory batch iterator reproduces;
+# any other (num_workers, sampler, collate_fn, ...) goes to the DataLoader.
+_SLICEABLE_ITERATOR_KWARGS = frozenset({"batch_size", "shuffle", "drop_last"})
+
+
+class _ArrayDataset(Dataset):
+    """skorch's Dataset over in-memory arrays, with zero-copy tensor views.
+
+    It is a :class:`skorch.dataset.Dataset` in every respect (callbacks
+    read ``X`` and ``y`` from it, a DataLoader can index it one sample at
+    a time); :class:`_BatchIterator` slices whole batches from the tensor
+    views instead.
+    """
+
+    def __init__(self, X, y=None):
+        super().__init__(X, y)
+        self.X_tensor = torch.from_numpy(X)
+        self.y_tensor = None if y is None else torch.as_tensor(y)
+
+
+class _BatchIterator:
+    """The batches ``DataLoader(dataset, batch_size, shuffle, drop_last)``
+    yields over an :class:`_ArrayDataset`, without per-sample Python.
+
+    A DataLoader indexes the dataset once per image and stacks the images
+    again (``default_collate``); here each batch is one slice (or, when
+    shuffling, one ``index_select``) of the in-memory tensor. Every batch
+    is a new tensor, as the DataLoader's are, so augmentations or modules
+    that work in place never write into the caller's ``X``.
+
+    Random numbers are drawn exactly as a DataLoader draws them, so a
+    seeded ``fit`` trains on the same batches and draws the same
+    augmentation and dropout whichever iterator runs: each pass takes one
+    int64 from torch's global generator (the DataLoader's base seed) and,
+    when shuffling, a second one that seeds the permutation (what
+    ``RandomSampler`` does).
+    """
+
+    def __init__(self, dataset, batch_size, *, shuffle=False, drop_last=False, indices=None):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.indices = indices
+
+    def _n_samples(self):
+        return len(self.dataset) if self.indices is None else len(self.indices)
+
+    def __len__(self):
+        n_samples = self._n_samples()
+        if self.drop_last:
+            return n_samples // self.batch_size
+        return -(-n_samples // self.batch_size)
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_()  # the DataLoader's base seed
+        n_samples = self._n_samples()
+        order = self.indices
+        if self.shuffle:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            generator = torch.Generator()
+            generator.manual_seed(seed)
+            permutation = torch.randperm(n_samples, generator=generator)
+            order = permutation if order is None else order[permutation]
+        X, y = self.dataset.X_tensor, self.dataset.y_tensor
+        for start in range(0, n_samples, self.batch_size):
+            stop = min(start + self.batch_size, n_samples)
+            if self.drop_last and stop - start < self.batch_size:
+                return
+            if order is None:
+                Xb = X[start:stop].clone()
+                yb = None if y is None else y[start:stop].clone()
+            else:
+                rows = order[start:stop]
+                Xb = X.index_select(0, rows)
+                yb = None if y is None else y.index_select(0, rows)
+            if yb is None:
+                # skorch's Dataset stands in a 0 for each missing target.
+                yb = torch.zeros((stop - start, 1))
+            yield Xb, yb
+
+
+def _sliceable_source(dataset):
+    """``(array_dataset, row_indices or None)`` when batches of ``dataset``
+    can be sliced from memory, else None."""
+    if type(dataset) is _ArrayDataset:
+        return dataset, None
+    if type(dataset) is Subset and type(dataset.dataset) is _ArrayDataset:
+        indices = torch.as_tensor(np.asarray(dataset.indices, dtype=np.int64))
+        return dataset.dataset, indices
+    return None
+
+
+def _has_spatial_convolutions(module):
+    return any(parameter.dim() == 4 for parameter in module.parameters())
 
 
 def resolve_image_shape(n_features, image_shape=None):
@@ -533,12 +637,7 @@ class CKDNetClassifier(NeuralNetClassifier):
             fewer than two classes.
         """
         reset = not (self.warm_start and self.__sklearn_is_fitted__())
-        images, targets = self._validate_training_data(X, y, reset=reset)
-        with self._random_state_context():
-            if reset:
-                self.initialize()
-            super(NeuralNetClassifier, self).partial_fit(images, targets, **fit_params)
-        return self
+        return self._train(X, y, reset=reset, fit_params=fit_params)
 
     def partial_fit(self, X, y, classes=None, **fit_params):
         """Train for ``max_epochs`` more epochs, initialising if needed.
@@ -560,12 +659,16 @@ class CKDNetClassifier(NeuralNetClassifier):
         self : CKDNetClassifier
         """
         reset = not self.__sklearn_is_fitted__()
-        images, targets = self._validate_training_data(
-            X, y, reset=reset, classes=classes
-        )
+        return self._train(X, y, reset=reset, classes=classes, fit_params=fit_params)
+
+    def _train(self, X, y, *, reset, fit_params, classes=None):
+        """Validate, (re)initialise when ``reset``, and run skorch's loop."""
+        images, targets = self._validate_training_data(X, y, reset=reset, classes=classes)
         with self._random_state_context():
             if reset:
                 self.initialize()
+            # NeuralNet.partial_fit: the training loop without skorch's
+            # classifier-level input handling, which ours replaces.
             super(NeuralNetClassifier, self).partial_fit(images, targets, **fit_params)
         return self
 
@@ -641,7 +744,26 @@ class CKDNetClassifier(NeuralNetClassifier):
         if not isinstance(self.module, torch.nn.Module):
             kwargs = {**self._data_module_kwargs(), **kwargs}
         self.module_ = self.initialized_instance(self.module, kwargs)
+        if self._uses_channels_last():
+            # oneDNN (CPU) and cuDNN convolve fastest in the channels-last
+            # (NHWC) layout; weights stored that way make every convolution
+            # return NHWC activations, with no per-batch conversions. Only
+            # float rounding changes (benchmarks/README.md).
+            self.module_.to(memory_format=torch.channels_last)
         return self
+
+    # Private switch for the channels-last lever, for benchmarks and for
+    # modules that are faster in the classic layout.
+    _channels_last = True
+
+    def _uses_channels_last(self):
+        shape = vars(self).get("image_shape_")
+        return (
+            self._channels_last
+            and shape is not None
+            and min(shape[1:]) > 1  # one-pixel-high "images" gain nothing
+            and _has_spatial_convolutions(self.module_)
+        )
 
     def _data_module_kwargs(self):
         """Network arguments the training data determines."""
@@ -704,6 +826,56 @@ class CKDNetClassifier(NeuralNetClassifier):
             batch = (self.augment_(to_tensor(Xi, device=self.device)), yi)
         return super().train_step_single(batch, **fit_params)
 
+    def get_dataset(self, X, y=None):
+        # In-memory arrays (what fit and predict pass after validation) get a
+        # dataset whose batches can be sliced whole; anything else, and any
+        # custom ``dataset``, goes the way skorch builds it.
+        if (
+            self.dataset is Dataset
+            and isinstance(X, np.ndarray)
+            and X.flags.c_contiguous
+            and X.flags.writeable
+            and (y is None or isinstance(y, np.ndarray))
+            and not self.get_params_for("dataset")
+        ):
+            return _ArrayDataset(X, y)
+        return super().get_dataset(X, y)
+
+    def get_iterator(self, dataset, training=False):
+        prefix = "iterator_train" if training else "iterator_valid"
+        iterator = self.iterator_train if training else self.iterator_valid
+        kwargs = self.get_params_for(prefix)
+        if "batch_size" not in kwargs:
+            kwargs["batch_size"] = (
+                self.batch_size if training else self._prediction_batch_size()
+            )
+        if kwargs["batch_size"] == -1:
+            kwargs["batch_size"] = len(dataset)
+        source = _sliceable_source(dataset)
+        if (
+            iterator is DataLoader
+            and source is not None
+            and set(kwargs) <= _SLICEABLE_ITERATOR_KWARGS
+            and kwargs.get("shuffle") in (None, False, True)
+        ):
+            array_dataset, indices = source
+            return _BatchIterator(
+                array_dataset,
+                kwargs["batch_size"],
+                shuffle=kwargs.get("shuffle"),
+                drop_last=kwargs.get("drop_last", False),
+                indices=indices,
+            )
+        return iterator(dataset, **kwargs)
+
+    def _prediction_batch_size(self):
+        """Images per prediction batch unless ``iterator_valid__batch_size``
+        says otherwise: at least ``batch_size``, and up to
+        ``_MIN_PREDICT_BATCH_SIZE`` when memory allows."""
+        if self.batch_size == -1:
+            return -1
+        return max(self.batch_size, _MIN_PREDICT_BATCH_SIZE)
+
     # -- prediction ---------------------------------------------------------
 
     def _images_for_prediction(self, X):
@@ -729,7 +901,12 @@ class CKDNetClassifier(NeuralNetClassifier):
         proba : ndarray of shape (n, n_classes), dtype float32
             Columns follow ``classes_``.
         """
-        return super().predict_proba(self._images_for_prediction(X))
+        images = self._images_for_prediction(X)
+        # inference_mode rather than skorch's no_grad: no autograd
+        # bookkeeping (version counters, views) on any tensor; everything
+        # computed here leaves as NumPy.
+        with torch.inference_mode():
+            return super().predict_proba(images)
 
     def predict(self, X):
         """Predicted label of each image.

@@ -84,7 +84,6 @@ import errno
 import json
 import math
 import os
-import platform
 import re
 import tempfile
 import warnings
@@ -95,14 +94,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import torch
 from safetensors.torch import load as _read_safetensors
 from safetensors.torch import save as _write_safetensors
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._version import __version__
+from ._version import __version__, library_versions
 from .augmentation import CTAugment
 from .estimator import CKDNetClassifier, CosineAnnealing, as_image_batch
 from .nets import CKDNet, PaperCNN
@@ -537,23 +535,6 @@ def _scaling_rule():
     return {"uint8_scale": float(uint8.item()) / 255, "float_scale": float(floats.item()) / 2}
 
 
-def _library_versions():
-    import imblearn
-    import sklearn
-    import skorch
-
-    return {
-        "ckdlearn": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "scikit-learn": sklearn.__version__,
-        "imbalanced-learn": imblearn.__version__,
-        "skorch": skorch.__version__,
-        "safetensors": getattr(safetensors, "__version__", "unknown"),
-    }
-
-
 def _check_saveable(estimator):
     found = _lookup(type(estimator))
     if found is None or found[1] not in ("classifier", "pipeline"):
@@ -641,7 +622,7 @@ def save(estimator, path, *, overwrite=False):
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "versions": _library_versions(),
+        "versions": library_versions(),
         "estimator": tree,
     }
     model_json = (_format_json(document) + "\n").encode("utf-8")

@@ -1,0 +1,216 @@
+"""Self-contained HTML reports: text, tables and figures in one folder.
+
+A :class:`Report` collects sections and writes ``report.html`` with the
+PNG files it shows beside it, so the folder opens offline in any browser
+and can be zipped or archived as it is. Writing is atomic: the folder is
+built under a temporary name and renamed into place, and an existing
+folder is only replaced when asked.
+"""
+
+import html
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["Report", "prepare_output_path"]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1100px; color: #1d2430; line-height: 1.45; padding: 0 1rem; }
+h1 { border-bottom: 3px solid #2f6f9f; padding-bottom: .3rem; }
+h2 { color: #2f6f9f; margin-top: 2.2rem; border-bottom: 1px solid #d6dde6; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
+th, td { border: 1px solid #d6dde6; padding: .3rem .6rem; text-align: right; }
+th { background: #eef3f8; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #d6dde6; }
+figcaption { font-size: .88rem; color: #4a5566; }
+pre { background: #f5f7fa; padding: .8rem; overflow-x: auto; font-size: .85rem; }
+.note { background: #fff7e0; border-left: 4px solid #e0a800; padding: .5rem .8rem; }
+.muted { color: #5b6675; font-size: .88rem; }
+"""
+
+
+def prepare_output_path(path, *, force=False):
+    """Refuse to replace an existing output unless ``force`` is set.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file or folder about to be written.
+    force : bool, default=False
+        Allow replacing an existing output.
+
+    Returns
+    -------
+    path : Path
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``force`` is False.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ckdlearn.report import prepare_output_path
+    >>> folder = tempfile.mkdtemp()
+    >>> prepare_output_path(folder + "/new-report").name
+    'new-report'
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(
+            f"{path} already exists; choose another output or pass --force "
+            "(force=True) to replace it."
+        )
+    return path
+
+
+class Report:
+    """An HTML report assembled section by section.
+
+    Parameters
+    ----------
+    title : str
+        Heading and page title.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import matplotlib.pyplot as plt
+    >>> from ckdlearn.report import Report
+    >>> report = Report("Demo")
+    >>> report.add_section("Scores")
+    >>> report.add_table([["accuracy", 0.9]], header=["metric", "value"])
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.plot([0, 1], [0, 1])
+    >>> report.add_figure(fig, "line", caption="A line.")
+    >>> path = report.write(tempfile.mkdtemp() + "/report")
+    >>> sorted(p.name for p in path.parent.iterdir())
+    ['line.png', 'report.html']
+    """
+
+    def __init__(self, title):
+        self.title = title
+        self._parts = []
+        self._figures = {}
+
+    def add_section(self, heading):
+        """Start a new section with a heading."""
+        self._parts.append(f"<h2>{html.escape(heading)}</h2>")
+
+    def add_text(self, text, *, css_class=None):
+        """Add a paragraph of plain text (escaped)."""
+        attribute = f' class="{css_class}"' if css_class else ""
+        self._parts.append(f"<p{attribute}>{html.escape(text)}</p>")
+
+    def add_preformatted(self, text):
+        """Add text shown verbatim, e.g. a configuration."""
+        self._parts.append(f"<pre>{html.escape(text)}</pre>")
+
+    def add_json(self, data):
+        """Add a JSON dump of ``data``."""
+        self.add_preformatted(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+    def add_table(self, rows, *, header=None, float_format="{:.3f}"):
+        """Add a table; floats are formatted with ``float_format``."""
+
+        def cell(value, tag):
+            if isinstance(value, float):
+                value = float_format.format(value)
+            return f"<{tag}>{html.escape(str(value))}</{tag}>"
+
+        lines = ["<table>"]
+        if header is not None:
+            lines.append("<tr>" + "".join(cell(h, "th") for h in header) + "</tr>")
+        for row in rows:
+            lines.append("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>")
+        lines.append("</table>")
+        self._parts.append("\n".join(lines))
+
+    def add_figure(self, figure, name, *, caption=None, dpi=110):
+        """Add a matplotlib figure, saved as ``<name>.png`` beside the report.
+
+        The figure is rendered now and closed, so reports of many figures
+        do not hold them all in memory.
+        """
+        import io
+
+        import matplotlib.pyplot as plt
+
+        if name in self._figures:
+            raise ValueError(f"A figure named {name!r} is already in the report.")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(figure)
+        self._figures[name] = buffer.getvalue()
+        caption_html = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        self._parts.append(
+            f'<figure><img src="{html.escape(name)}.png" alt="{html.escape(caption or name)}">'
+            f"{caption_html}</figure>"
+        )
+
+    def to_html(self):
+        """The report page as a string."""
+        body = "\n".join(self._parts)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>"
+            f"<body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n"
+        )
+
+    def write(self, folder, *, force=False):
+        """Write ``report.html`` and its figures into ``folder``, atomically.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Output folder; created, or replaced when ``force`` is True.
+        force : bool, default=False
+            Replace an existing folder.
+
+        Returns
+        -------
+        path : Path
+            The written ``report.html``.
+
+        Raises
+        ------
+        FileExistsError
+            If ``folder`` exists and ``force`` is False.
+        """
+        folder = prepare_output_path(folder, force=force)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            for name, data in self._figures.items():
+                (staging / f"{name}.png").write_bytes(data)
+            (staging / "report.html").write_text(self.to_html(), encoding="utf-8")
+            replace_directory(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder / "report.html"
+
+
+def replace_directory(source, destination):
+    """Move folder ``source`` to ``destination``, replacing it if present.
+
+    The old folder is renamed aside first and removed only once the new one
+    is in place, so an interruption leaves one complete version.
+    """
+    source, destination = Path(source), Path(destination)
+    backup = None
+    if destination.exists():
+        backup = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        os.replace(destination, backup)
+    try:
+        os.replace(source, destination)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, destination)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
