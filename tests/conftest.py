@@ -13,9 +13,14 @@ REAL_DATA = (
     / "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
 )
 
-requires_real_data = pytest.mark.skipif(
-    not REAL_DATA.is_dir(), reason=f"real CT data not found at {REAL_DATA}"
-)
+
+
+@pytest.fixture(scope="session")
+def real_data_root():
+    """The shared real CT KIDNEY folder; skips the test where it is absent."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real CT data not found at {REAL_DATA}")
+    return REAL_DATA
 
 
 def make_blob_images(n_per_class=12, size=16, n_classes=3, seed=0):
