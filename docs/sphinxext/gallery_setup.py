@@ -1,0 +1,31 @@
+"""Per-example setup for the sphinx-gallery build of the ckdlearn docs.
+
+Referred to by its qualified name in ``conf.py`` (``reset_modules``), so
+that the Sphinx configuration stays picklable.
+"""
+
+import os
+import random
+import warnings
+
+
+def reset_torch(gallery_conf, fname, when=None):
+    """Start every example from the same threads, seeds and warning filters.
+
+    The docs are built on small shared machines: two threads keep the
+    examples' timings honest, and fixed seeds make the rendered figures
+    and numbers reproducible from one build to the next.
+    """
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = "2"
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    # Progress bars would end up in the rendered output.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
