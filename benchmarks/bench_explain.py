@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.explain import CAM_METHODS
+from ckdlearn.cam import CAM_METHODS
 
 RESULTS = Path(__file__).with_name("RESULTS_explain.md")
 
@@ -44,7 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument(
         "--methods", default="gradcam",
-        help="comma-separated keys of ckdlearn.explain.CAM_METHODS",
+        help="comma-separated keys of ckdlearn.cam.CAM_METHODS",
     )
     parser.add_argument("--append", action="store_true", help=f"append the table to {RESULTS.name}")
     return parser.parse_args(argv)

@@ -4,16 +4,41 @@ The public names:
 
 * :class:`CKDNetClassifier`, the scikit-learn classifier;
 * :func:`explain`, Grad-CAM heatmaps for a fitted classifier or pipeline;
-* :class:`CKDNet` and :class:`PaperCNN`, the networks.
+* :class:`CKDNet` and :class:`PaperCNN`, the networks;
+* :func:`save` and :func:`load`, model files that load without pickle.
 
 Submodules: :mod:`ckdlearn.datasets`, :mod:`ckdlearn.model_selection`,
-:mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`.
+:mod:`ckdlearn.cam`, :mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`,
+:mod:`ckdlearn.persistence`.
+
+The names are imported on first use, so ``import ckdlearn.datasets`` or
+``ckdlearn.metrics`` does not pay for loading torch.
 """
 
-from ._version import __version__
-from .estimator import CKDNetClassifier
-from .explain import explain
-from .nets import CKDNet, PaperCNN
-from .persistence import load, save
+from importlib import import_module
 
-__all__ = ["CKDNet", "CKDNetClassifier", "PaperCNN", "__version__", "explain", "load", "save"]
+from ._version import __version__
+
+_PUBLIC = {
+    "CKDNet": ".nets",
+    "CKDNetClassifier": ".estimator",
+    "ModelFileError": ".persistence",
+    "PaperCNN": ".nets",
+    "explain": ".cam",
+    "load": ".persistence",
+    "save": ".persistence",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'ckdlearn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

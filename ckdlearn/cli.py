@@ -234,7 +234,7 @@ def cmd_reproduce_paper(args):
 def build_parser():
     """The argument parser of the ``ckdlearn`` command."""
     from . import __version__
-    from .explain import CAM_METHODS
+    from .cam import CAM_METHODS
     from .workflows import METHODS
 
     parser = argparse.ArgumentParser(

@@ -26,7 +26,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from .augmentation import CTAugment
-from .explain import compute_heatmaps, faithfulness_scores
+from .cam import compute_heatmaps, faithfulness_scores
 from .nets import CKDNet
 
 __all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "resolve_image_shape"]
@@ -955,7 +955,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         X : array-like
             Images in any layout :meth:`fit` accepts, of the training size.
         method : str, default="gradcam"
-            One of :data:`ckdlearn.explain.CAM_METHODS`: ``"gradcam"``,
+            One of :data:`ckdlearn.cam.CAM_METHODS`: ``"gradcam"``,
             ``"gradcam++"``, ``"hirescam"``, ``"xgradcam"``,
             ``"layercam"``, ``"eigencam"``, ``"scorecam"``, ...
         target : label, array-like of labels or None, default=None
@@ -970,7 +970,7 @@ class CKDNetClassifier(NeuralNetClassifier):
             Images per forward/backward pass; defaults to ``batch_size``.
         return_scores : bool, default=False
             Also return a faithfulness score per image (see
-            :func:`ckdlearn.explain.faithfulness_scores`).
+            :func:`ckdlearn.cam.faithfulness_scores`).
 
         Returns
         -------

@@ -276,7 +276,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
 
     import matplotlib.pyplot as plt
 
-    from .explain import explain
+    from .cam import explain
     from .plotting import overlay_heatmap
     from .report import replace_directory
 
@@ -560,7 +560,7 @@ def _explanation_section(report, result, X, images, cases_per_class):
     if not picked or result.estimators is None:
         report.add_text("No out-of-fold predictions to explain.")
         return
-    from .explain import explain
+    from .cam import explain
 
     heatmaps, scores, titles, shown = [], [], [], []
     for position in picked:

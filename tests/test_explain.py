@@ -20,7 +20,7 @@ from torch import nn
 
 import ckdlearn
 from ckdlearn import CKDNetClassifier, PaperCNN
-from ckdlearn.explain import (
+from ckdlearn.cam import (
     CAM_METHODS,
     FAITHFULNESS_METRICS,
     compute_heatmaps,
@@ -30,7 +30,7 @@ from ckdlearn.explain import (
 
 torch.set_num_threads(1)
 
-explain_module = importlib.import_module("ckdlearn.explain")
+explain_module = importlib.import_module("ckdlearn.cam")
 
 SIZE = 16
 

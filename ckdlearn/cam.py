@@ -20,8 +20,8 @@ reaching its parameters and releases every hook it registers, also when
 it raises: weights, buffers, train/eval modes and ``requires_grad`` flags
 are the same afterwards, and no parameter is left with a ``.grad``.
 
-Note that ``ckdlearn.explain`` is the *function* :func:`explain`; import
-the rest of this module's names with ``from ckdlearn.explain import ...``.
+The module is named ``cam`` so that ``ckdlearn.explain`` can be the
+function users call, with no submodule of the same name to hide it.
 """
 
 import importlib
@@ -195,7 +195,7 @@ def compute_heatmaps(
     --------
     >>> import numpy as np, torch
     >>> from ckdlearn.nets import CKDNet
-    >>> from ckdlearn.explain import compute_heatmaps
+    >>> from ckdlearn.cam import compute_heatmaps
     >>> _ = torch.manual_seed(0)
     >>> net = CKDNet(n_classes=3, width=4, depth=2)
     >>> images = np.random.RandomState(0).rand(5, 1, 16, 16).astype(np.float32)
@@ -423,7 +423,7 @@ def faithfulness_scores(
     --------
     >>> import numpy as np, torch
     >>> from ckdlearn.nets import CKDNet
-    >>> from ckdlearn.explain import compute_heatmaps, faithfulness_scores
+    >>> from ckdlearn.cam import compute_heatmaps, faithfulness_scores
     >>> _ = torch.manual_seed(0)
     >>> net = CKDNet(n_classes=2, width=4, depth=2)
     >>> images = np.random.RandomState(0).rand(4, 1, 16, 16).astype(np.float32)
@@ -591,7 +591,7 @@ def heatmap_energy_in_mask(heatmaps, masks):
     Examples
     --------
     >>> import numpy as np
-    >>> from ckdlearn.explain import heatmap_energy_in_mask
+    >>> from ckdlearn.cam import heatmap_energy_in_mask
     >>> heatmaps = np.zeros((2, 4, 4), dtype=np.float32)
     >>> heatmaps[0, :2, :2] = 1          # all mass in the upper-left quarter
     >>> heatmaps[1] = 1                  # spread evenly
