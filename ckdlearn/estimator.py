@@ -153,6 +153,7 @@ def resolve_image_shape(n_features, image_shape=None):
     Returns
     -------
     image_shape : tuple of (int, int, int)
+        ``(channels, height, width)`` whose product is ``n_features``.
 
     Raises
     ------
@@ -657,6 +658,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         Returns
         -------
         self : CKDNetClassifier
+            The estimator, trained for ``max_epochs`` more epochs.
         """
         reset = not self.__sklearn_is_fitted__()
         return self._train(X, y, reset=reset, classes=classes, fit_params=fit_params)
@@ -935,6 +937,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         Returns
         -------
         images : ndarray of shape (n, C, H, W), dtype float32
+            Scaled as in training (uint8 divided by 255), C-contiguous.
         """
         return self._images_for_prediction(X)
 

@@ -213,6 +213,7 @@ def count_parameters(module):
     Returns
     -------
     n_parameters : int
+        Total number of elements of the parameters with ``requires_grad``.
 
     Examples
     --------
