@@ -10,6 +10,8 @@ from scipy import sparse
 from sklearn.model_selection import GroupKFold, KFold
 
 from ckdlearn.model_selection import LeakageReport, audit_cv, audit_leakage
+from ckdlearn.model_selection import _leakage
+from ckdlearn.model_selection._leakage import _duplicate_pairs
 
 REAL_DATA = (
     Path(__file__).resolve().parents[2]
@@ -169,6 +171,112 @@ def test_constant_images_match_only_exactly():
     report = audit_leakage(black[:1], np.concatenate([black[1:], grey]))
     np.testing.assert_array_equal(report.exact_pairs, [[0, 0]])
     assert report.n_near == 0
+
+
+# --------------------------------------------------------------------------
+# The shared pair search (_duplicate_pairs), also used by infer_scan_groups
+
+
+def duplicate_rich_images(size=64):
+    """Images with every kind of pair: near copies (noise, shifts, brightness,
+    pairs near the threshold), exact copies of structured and of constant
+    images, and unrelated images."""
+    rng = np.random.default_rng(7)
+    images = list(smooth_images(40, size=size, seed=11))
+    for k, source in enumerate(rng.choice(40, 60)):
+        change = list(NEAR_COPIES.values())[k % len(NEAR_COPIES)]
+        noise = rng.uniform(0.01, 0.12)  # some copies near the threshold
+        copy = change(images[source], rng) + rng.normal(0, noise, (size, size))
+        images.append(np.clip(copy, 0, 1))
+    images += [images[3], images[3], np.zeros((size, size)), np.zeros((size, size))]
+    images += [np.full((size, size), 0.5)]
+    return np.stack(images).astype(np.float32)[:, None]
+
+
+def pair_set(pairs):
+    return set(map(tuple, np.asarray(pairs).tolist()))
+
+
+def self_audit_pairs(images, **kwargs):
+    """Unordered off-diagonal pairs that audit_leakage(X, X) flags in either
+    direction: exact and near."""
+    report = audit_leakage(images, images, **kwargs)
+    found = []
+    for pairs in (report.exact_pairs, report.near_pairs):
+        found.append({(min(i, j), max(i, j)) for i, j in pair_set(pairs) if i != j})
+    return found
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"max_shift": 0}, {"max_shift": 2}, {"near_threshold": 0.4}, {"thumbnail_size": 8}],
+)
+def test_pairs_within_one_set_are_the_self_audits(kwargs, monkeypatch):
+    images = duplicate_rich_images()
+    exact_expected, near_expected = self_audit_pairs(images, **kwargs)
+    # Small blocks (4 images) and chunks (3 images): candidate columns
+    # differ from block to block.
+    monkeypatch.setattr(_leakage, "_LEAN_BLOCK_VALUES", 9 * len(images) * 4)
+    monkeypatch.setattr(_leakage, "_LEAN_CHUNK_VALUES", 3 * 64 * 64)
+    exact, near, distances = _duplicate_pairs(images, **kwargs)
+
+    assert pair_set(exact) == exact_expected and len(exact_expected) >= 2
+    assert np.all(exact[:, 0] < exact[:, 1]) and np.all(near[:, 0] < near[:, 1])
+    assert len(near) == len(pair_set(near))
+    assert np.array_equal(near, near[np.lexsort((near[:, 1], near[:, 0]))])
+    assert np.all(distances <= kwargs.get("near_threshold", 0.15) + 1e-6)
+    assert len(near_expected) > 50
+    # The search within one set is pruned: it rules out only pairs that
+    # cannot match, but pairs at the threshold may round differently in the
+    # last bits of float32.
+    loose = pair_set(_duplicate_pairs(images, margin=1e-4, **kwargs)[1])
+    assert near_expected <= loose and pair_set(near) <= loose
+    assert len(pair_set(near) ^ near_expected) <= 1
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("block_values", [540, 4608])
+def test_pruned_search_finds_the_same_pairs_as_the_full_one(lazy, block_values):
+    images = duplicate_rich_images()
+    train, test = images[:90], images[60:]
+    shifts = _leakage._shift_offsets(1)
+    train_thumbs = _leakage._thumbnails(train, 16, [(0, 0)])[0]
+    test_thumbs = _leakage._thumbnails(test, 16, shifts)
+    # 540 values: blocks of 1 test image, columns in pieces of 60; 4608:
+    # blocks of 2 test images (each block's shifted thumbnails are 4608).
+    searched = _leakage._LazyThumbnails(test, 16, shifts, 5) if lazy else test_thumbs
+    for margin in (0.0, 1e-5):
+        full = _leakage._near_pairs(train_thumbs, test_thumbs, 0.15, margin)
+        pruned = _leakage._near_pairs(
+            train_thumbs, searched, 0.15, margin, prune=True, block_values=block_values
+        )
+        order = np.lexsort((pruned[0][:, 0], pruned[0][:, 1]))
+        full_order = np.lexsort((full[0][:, 0], full[0][:, 1]))
+        np.testing.assert_array_equal(full[0][full_order], pruned[0][order])
+        np.testing.assert_allclose(full[1][full_order], pruned[1][order], atol=1e-3)
+        assert len(full[0]) > 20
+
+
+def test_pairs_between_two_sets_are_the_audits():
+    images = duplicate_rich_images()
+    train, test = images[::2], images[1::2]
+    report = audit_leakage(train, test)
+    exact, near, distances = _duplicate_pairs(train, test)
+    np.testing.assert_array_equal(exact, report.exact_pairs)
+    np.testing.assert_array_equal(near, report.near_pairs)
+    np.testing.assert_array_equal(distances, report.near_distances)
+    assert report.n_near > 10
+
+
+def test_margin_widens_the_threshold_by_a_correlation():
+    images = duplicate_rich_images()
+    _, near, distances = _duplicate_pairs(images)
+    threshold = float(np.sort(distances)[len(distances) // 2])
+    strict = pair_set(_duplicate_pairs(images, near_threshold=threshold)[1])
+    # 0.01 in correlation is about 0.03 in distance at this threshold.
+    wide = pair_set(_duplicate_pairs(images, near_threshold=threshold, margin=0.01)[1])
+    widest = pair_set(_duplicate_pairs(images, near_threshold=np.sqrt(threshold**2 + 0.02))[1])
+    assert strict < wide and wide == widest
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,14 @@ import re
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from threadpoolctl import threadpool_limits
+
+from ._leakage import (
+    DEFAULT_NEAR_THRESHOLD,
+    _check_max_shift,
+    _check_near_threshold,
+    _duplicate_pairs,
+)
 
 __all__ = ["infer_scan_groups"]
 
@@ -18,9 +26,12 @@ __all__ = ["infer_scan_groups"]
 # "Cyst- (1219).jpg" -> prefix "Cyst- (", number 1219, suffix ").jpg".
 _SLICE_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
-# Each work array of the near-duplicate search holds at most this many
-# floats (1 MiB), whatever the number of slices.
-_SEARCH_BLOCK_FLOATS = 256 * 1024
+# Correlation below the audit's threshold still merged: a fold's audit
+# multiplies matrices of other shapes than the search over all slices, and
+# float32 rounding may then differ in the last bits (a few 1e-7 on the CT
+# KIDNEY slices; 1e-5 bounds the worst case for 16x16 thumbnails). At the
+# default distance of 0.15 this widens it by less than 1e-4.
+_ROUNDING_MARGIN = 1e-5
 
 
 def infer_scan_groups(
@@ -29,7 +40,8 @@ def infer_scan_groups(
     *,
     change_threshold=0.035,
     gap_change_threshold=0.015,
-    duplicate_threshold=0.01,
+    near_threshold=DEFAULT_NEAR_THRESHOLD,
+    max_shift=1,
     thumbnail_size=16,
 ):
     """Infer a scan-series id for every CT slice.
@@ -61,14 +73,26 @@ def infer_scan_groups(
         ``change_threshold``: a numbering gap is already a hint of a new
         series, so less image change is needed to confirm it.
 
-    duplicate_threshold : float, default=0.01
-        Thumbnail distance at or below which two slices are near-duplicates.
-        Series holding near-duplicate slices are merged, wherever the slices
+    near_threshold : float, default=0.15
+        Largest distance between normalised thumbnails at which two slices
+        are near duplicates, exactly as in
+        :func:`~ckdlearn.model_selection.audit_leakage` (0 for thumbnails
+        that agree up to brightness and contrast, about 1.41 for unrelated
+        ones; 0.15 means a correlation of at least 0.989). Series holding a
+        pair of near or exact duplicates are merged, wherever the slices
         sit in the numbering.
 
+    max_shift : int, default=1
+        Largest translation, in pixels in each direction, still matched as
+        a near duplicate, as in
+        :func:`~ckdlearn.model_selection.audit_leakage`; 0 turns the shift
+        search off.
+
     thumbnail_size : int, default=16
-        Side of the area-averaged thumbnails the distances are measured on
-        (smaller images are used at their own size).
+        Side of the area-averaged thumbnails the distances are measured on,
+        in the cuts and in the near-duplicate search (smaller images are
+        used at their own size). The near-duplicate search needs at least
+        2: at 1 it merges exact duplicates only.
 
     Returns
     -------
@@ -80,20 +104,24 @@ def infer_scan_groups(
     ------
     ValueError
         If ``images`` is not a stack of 2-D images, if ``filenames`` has a
-        different length, or if a threshold is negative or
-        ``thumbnail_size`` not a positive integer.
+        different length, if ``change_threshold`` or
+        ``gap_change_threshold`` is negative, if ``near_threshold`` is not
+        in [0, 2] or ``max_shift`` not a non-negative integer (the checks
+        of :func:`~ckdlearn.model_selection.audit_leakage`), or if
+        ``thumbnail_size`` is not a positive integer.
 
     See Also
     --------
     sklearn.model_selection.StratifiedGroupKFold : Stratified K-fold that
         keeps each group on one side of every split.
+    audit_cv : Check each fold of a cross-validation for duplicates.
 
     Notes
     -----
-    The distance between two slices is the mean absolute difference of
-    their ``thumbnail_size`` x ``thumbnail_size`` area-averaged thumbnails,
-    on the [0, 1] intensity scale. Thumbnails ignore noise and JPEG
-    artefacts yet keep the anatomy, and make the all-pairs search cheap.
+    The cuts (steps 1-2) measure the distance between two slices as the
+    mean absolute difference of their ``thumbnail_size`` x
+    ``thumbnail_size`` area-averaged thumbnails, on the [0, 1] intensity
+    scale. Thumbnails ignore noise and JPEG artefacts yet keep the anatomy.
 
     The decision combines the two signals the data offers:
 
@@ -108,15 +136,23 @@ def infer_scan_groups(
        between them: files deleted inside one series leave the neighbours
        alike, a jump to another series does not). So the image decides at
        numbering gaps and the numbering sets how much change is needed.
-    3. **Near-duplicate merge.** Series that hold two slices at most
-       ``duplicate_threshold`` apart are merged (connected components),
-       even across sequences: the same anatomy exported under other
-       numbers must not straddle a split. The search is exact but pruned:
-       a slice's mean intensity and its 4x4 thumbnail both lower-bound the
-       distance, so only candidate pairs are compared in full.
+    3. **Near-duplicate merge.** Series that hold a pair of slices
+       :func:`~ckdlearn.model_selection.audit_leakage` flags (exact
+       duplicates, or near duplicates: normalised thumbnails within
+       ``near_threshold``, over shifts of up to ``max_shift`` pixels) are
+       merged (connected components), even across sequences and folders:
+       the same anatomy exported under other numbers must not straddle a
+       split. The pairs come from the audit's own search, run once within
+       all slices and in both directions (whichever slice would be the
+       test one), with a margin of 1e-5 in correlation for float32
+       rounding. So the groups never leak by the audit's definition:
+       :func:`~ckdlearn.model_selection.audit_cv` with these groups, any
+       splitter that keeps groups whole and the same ``near_threshold``,
+       ``max_shift`` and ``thumbnail_size`` finds no duplicates across
+       any fold.
 
-    The defaults were read off the public CT KIDNEY DATASET (the 3,879-slice
-    development subset, distances at 16 x 16):
+    The cut thresholds were read off the public CT KIDNEY DATASET (the
+    3,879-slice development subset, distances at 16 x 16):
 
     - consecutively numbered slices of one series differ by a median of
       0.002 and at most 0.0095, except three same-patient changes (a
@@ -126,21 +162,32 @@ def infer_scan_groups(
       ``change_threshold=0.035``;
     - across numbering gaps, slices of one series (deleted files) differ by
       at most 0.007 and slices of different series by 0.031 or more, hence
-      ``gap_change_threshold=0.015``;
-    - ``duplicate_threshold=0.01`` is the largest step between neighbouring
-      slices of one series: a closer pair is as alike as two neighbours.
+      ``gap_change_threshold=0.015``.
 
-    With these defaults the function finds 82 series: 28 Cyst, 16 Normal,
-    28 Stone and 10 Tumor. Steps 1-2 alone find 88; step 3 joins six of
-    them to series holding near-duplicates far away in the numbering (e.g.
-    Stone 34-63 and Stone 242, four Stone and two Tumor merges). The
-    result is the same for images of 16 to 128 pixels loaded by
-    :func:`ckdlearn.datasets.load_ct_kidney`, which area-averages when
-    shrinking; below 16 pixels the images themselves are compared.
+    The near-duplicate criterion and its threshold are the audit's (see
+    the Notes of :func:`~ckdlearn.model_selection.audit_leakage`).
+
+    With these defaults the function finds 81 series: 28 Cyst, 16 Normal,
+    27 Stone and 10 Tumor, of 1 to 222 slices (median 23). Steps 1-2 alone
+    find 88; step 3 joins seven of them to series holding near duplicates
+    far away in the numbering (five Stone and two Tumor merges, e.g.
+    Stone 34-63 and Stone 242, or Stone 290-320 and Stone 463-500, whose
+    closest slices lie 0.107 apart). At 64 pixels the audit's criterion
+    flags 27,096 pairs of slices (none exact), 276 of them between
+    different series of steps 1-2 and none between classes; ``audit_cv``
+    then reports no leaked test image in any fold of
+    ``StratifiedGroupKFold(5)``. The result is identical (same ids) for
+    images of 16 to 128 pixels loaded by
+    :func:`ckdlearn.datasets.load_ct_kidney` (measured at 16, 24, 32, 48,
+    64, 80, 100 and 128), which area-averages when shrinking; below 16
+    pixels the images themselves are compared, and at 8 and 12 pixels one
+    more pair of Stone series is merged (80 series). The merge takes about
+    0.8 s at 64 pixels and 1.2 s at 128 on the 3,879 slices (two shared
+    cores): most pairs are ruled out before the shifts are compared.
 
     The ids approximate scan series, not patients: the dataset has no
     patient ids, and two series of one patient that are not
-    near-duplicates (e.g. two contrast phases) get two ids.
+    near duplicates (e.g. two contrast phases) get two ids.
 
     Examples
     --------
@@ -155,38 +202,54 @@ def infer_scan_groups(
     >>> from sklearn.model_selection import StratifiedGroupKFold
     >>> cv = StratifiedGroupKFold(n_splits=5)
     >>> folds = list(cv.split(sample.data, sample.target, groups))
+
+    No fold holds a duplicate of its training images, by construction:
+
+    >>> from ckdlearn.model_selection import audit_cv
+    >>> reports = audit_cv(sample.data, sample.target, groups, cv=cv)
+    >>> [report.n_leaked_test for report in reports]
+    [0, 0, 0, 0, 0]
     """
-    thumbnails = _area_thumbnails(images, thumbnail_size)
+    _check_thumbnail_size(thumbnail_size)
+    slices = _as_slices(images)
     filenames = [str(name) for name in filenames]
-    if len(filenames) != len(thumbnails):
+    if len(filenames) != len(slices):
         raise ValueError(
-            f"images holds {len(thumbnails)} slices but filenames has "
+            f"images holds {len(slices)} slices but filenames has "
             f"{len(filenames)} names; pass one file name per slice, in the "
             "same order."
         )
     for name, value in [
         ("change_threshold", change_threshold),
         ("gap_change_threshold", gap_change_threshold),
-        ("duplicate_threshold", duplicate_threshold),
     ]:
         if not np.isfinite(value) or value < 0:
             raise ValueError(
                 f"{name} must be a non-negative distance on the [0, 1] "
                 f"intensity scale, got {value!r}."
             )
+    # The checks of audit_leakage, with its messages.
+    _check_near_threshold(near_threshold)
+    _check_max_shift(max_shift)
     n_slices = len(filenames)
     if n_slices == 0:
         return np.zeros(0, dtype=np.int64)
 
-    series = _cut_sequences(
-        thumbnails, filenames, change_threshold, gap_change_threshold
-    )
-    series = _merge_near_duplicates(thumbnails, series, duplicate_threshold)
+    # Both steps run many small matrix products, each below a millisecond
+    # of work: handing them to several BLAS threads costs more than it
+    # saves, and far more (seconds in all) on a busy machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        series = _cut_sequences(
+            _area_thumbnails(slices, thumbnail_size),
+            filenames,
+            change_threshold,
+            gap_change_threshold,
+        )
+        series = _merge_duplicates(slices, series, near_threshold, max_shift, thumbnail_size)
     return _number_by_first_appearance(series)
 
 
-def _area_thumbnails(images, thumbnail_size):
-    """Area-average each image to at most thumbnail_size x thumbnail_size."""
+def _check_thumbnail_size(thumbnail_size):
     if (
         isinstance(thumbnail_size, bool)
         or not isinstance(thumbnail_size, (int, np.integer))
@@ -195,6 +258,10 @@ def _area_thumbnails(images, thumbnail_size):
         raise ValueError(
             f"thumbnail_size must be a positive integer, got {thumbnail_size!r}."
         )
+
+
+def _as_slices(images):
+    """The images as an (n_slices, height, width) array (flat rows: square)."""
     images = np.asarray(images)
     if images.ndim == 2:
         side = int(round(np.sqrt(images.shape[1])))
@@ -210,6 +277,11 @@ def _area_thumbnails(images, thumbnail_size):
             "images must have shape (n_slices, height, width) or "
             f"(n_slices, height * width), got shape {images.shape}."
         )
+    return images
+
+
+def _area_thumbnails(images, thumbnail_size):
+    """Area-average (n, height, width) slices to at most thumbnail_size square."""
     n_slices, height, width = images.shape
     rows = _area_weights(height, min(thumbnail_size, height))
     cols = _area_weights(width, min(thumbnail_size, width))
@@ -299,70 +371,27 @@ def _cut_sequences(thumbnails, filenames, change_threshold, gap_change_threshold
     return labels
 
 
-def _near_duplicate_pairs(thumbnails, threshold):
-    """Yield index arrays (i, j) of all pairs with distance <= threshold.
+def _merge_duplicates(slices, series, near_threshold, max_shift, thumbnail_size):
+    """Merge series that hold a pair of slices the leakage audit flags.
 
-    Exact, without comparing all pairs in full: a slice's mean intensity
-    and its 4x4 block means are averages of the thumbnail, and averaging
-    never increases a mean absolute difference, so each is a lower bound
-    of the distance that rules most pairs out cheaply.
+    The pairs are those :func:`~ckdlearn.model_selection.audit_leakage`
+    would report between the two slices, whichever side of a split each
+    is on; series linked by any pair, directly or through others, become
+    one (connected components).
     """
-    n_slices, side, _ = thumbnails.shape
-    flat = thumbnails.reshape(n_slices, -1)
-    if side % 4 == 0:
-        coarse = thumbnails.reshape(n_slices, 4, side // 4, 4, side // 4).mean(
-            axis=(2, 4)
-        )
-        coarse = coarse.reshape(n_slices, -1)
-    else:
-        coarse = flat
-    means = flat.mean(axis=1)
-    order = np.argsort(means, kind="stable")
-    # Only the small arrays are sorted; full thumbnails are gathered through
-    # ``order`` so that no second copy of them is made.
-    means, coarse = means[order], coarse[order]
-
-    block = 64
-    max_columns = max(block, _SEARCH_BLOCK_FLOATS // (block * coarse.shape[1]))
-    # Two gathered batches of thumbnails together hold _SEARCH_BLOCK_FLOATS.
-    pairs_per_batch = max(1, _SEARCH_BLOCK_FLOATS // (2 * flat.shape[1]))
-    for start in range(0, n_slices, block):
-        stop = min(start + block, n_slices)
-        # Sorted by mean, candidates for rows start..stop lie between start
-        # and the first slice whose mean exceeds the block's by threshold.
-        window_end = np.searchsorted(means, means[stop - 1] + threshold, side="right")
-        for col_start in range(start, window_end, max_columns):
-            col_stop = min(col_start + max_columns, window_end)
-            difference = coarse[start:stop, None, :] - coarse[None, col_start:col_stop, :]
-            bound = np.abs(difference, out=difference).mean(axis=2)
-            rows, cols = np.nonzero(bound <= threshold)
-            rows += start
-            cols += col_start
-            upper = cols > rows
-            rows, cols = order[rows[upper]], order[cols[upper]]
-            # Candidates are checked in bounded batches: within a long
-            # series nearly every pair is one.
-            for first in range(0, len(rows), pairs_per_batch):
-                batch_rows = rows[first : first + pairs_per_batch]
-                batch_cols = cols[first : first + pairs_per_batch]
-                difference = np.subtract(flat[batch_rows], flat[batch_cols])
-                distance = np.abs(difference, out=difference).mean(axis=1)
-                close = distance <= threshold
-                yield batch_rows[close], batch_cols[close]
-
-
-def _merge_near_duplicates(thumbnails, series, threshold):
-    """Merge series that hold a pair of near-duplicate slices."""
     n_series = int(series.max()) + 1
-    first, second = [], []
-    for rows, cols in _near_duplicate_pairs(thumbnails, threshold):
-        across = series[rows] != series[cols]
-        first.append(series[rows[across]])
-        second.append(series[cols[across]])
-    first = np.concatenate(first) if first else np.zeros(0, dtype=np.int64)
-    second = np.concatenate(second) if second else np.zeros(0, dtype=np.int64)
+    exact, near, _ = _duplicate_pairs(
+        slices[:, np.newaxis],
+        near_threshold=near_threshold,
+        max_shift=max_shift,
+        thumbnail_size=thumbnail_size,
+        margin=_ROUNDING_MARGIN,
+    )
+    pairs = np.concatenate([exact, near])
+    first, second = series[pairs[:, 0]], series[pairs[:, 1]]
+    across = first != second
     links = coo_matrix(
-        (np.ones(len(first), dtype=np.int8), (first, second)),
+        (np.ones(int(across.sum()), dtype=np.int8), (first[across], second[across])),
         shape=(n_series, n_series),
     )
     _, component = connected_components(links, directed=False)

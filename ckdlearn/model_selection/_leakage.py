@@ -34,6 +34,20 @@ _IMAGES_PER_CHUNK = 256
 # Upper bound on the similarity block (test chunk x all training images)
 # held at once: 8 Mi float32 values, 32 MiB.
 _SIMILARITY_BLOCK_VALUES = 8 * 1024 * 1024
+# A search within one set (infer_scan_groups, run by every load_ct_kidney
+# call) holds one unshifted thumbnail per image (1 KiB at 16x16) and small
+# work arrays, so that loading stays the output plus a small constant: its
+# products and blocks of shifted thumbnails hold at most this many values
+# (256 KiB of float32)...
+_LEAN_BLOCK_VALUES = 64 * 1024
+# ...and its images are hashed and shrunk to thumbnails in chunks of this
+# many pixels (512 KiB of float32; the float64 sums take about 2.5 times
+# that).
+_LEAN_CHUNK_VALUES = 128 * 1024
+# Slack on squared thumbnail distances when a search rules pairs out before
+# comparing shifts: far above float32 rounding (about 1e-6 here), far below
+# the distances that matter (0.15**2 = 0.0225).
+_PRUNE_TOLERANCE = 1e-3
 
 
 class LeakageWarning(UserWarning):
@@ -330,17 +344,25 @@ def _check_finite(images, name):
             )
 
 
-def _check_params(near_threshold, max_shift, thumbnail_size):
+def _check_near_threshold(near_threshold):
     if not isinstance(near_threshold, numbers.Real) or not 0 <= near_threshold <= 2:
         raise ValueError(
             f"near_threshold must be a number in [0, 2] (a distance between "
             f"unit-norm thumbnails); got {near_threshold!r}. The default is "
             f"{DEFAULT_NEAR_THRESHOLD}."
         )
+
+
+def _check_max_shift(max_shift):
     if isinstance(max_shift, bool) or not isinstance(max_shift, numbers.Integral) or max_shift < 0:
         raise ValueError(
             f"max_shift must be a non-negative integer (pixels); got {max_shift!r}."
         )
+
+
+def _check_params(near_threshold, max_shift, thumbnail_size):
+    _check_near_threshold(near_threshold)
+    _check_max_shift(max_shift)
     if (
         isinstance(thumbnail_size, bool)
         or not isinstance(thumbnail_size, numbers.Integral)
@@ -361,7 +383,7 @@ def _shift_offsets(max_shift):
     return [(dy, dx) for dy in steps for dx in steps]
 
 
-def _exact_hashes(images):
+def _exact_hashes(images, chunk_size=_IMAGES_PER_CHUNK):
     """64-bit hash of each image's bytes after casting to float32.
 
     Adding 0.0 turns -0.0 into +0.0, so that equal pixel values always have
@@ -369,8 +391,8 @@ def _exact_hashes(images):
     written to.
     """
     hashes = np.empty(len(images), dtype=np.uint64)
-    for start in range(0, len(images), _IMAGES_PER_CHUNK):
-        chunk = images[start : start + _IMAGES_PER_CHUNK]
+    for start in range(0, len(images), chunk_size):
+        chunk = images[start : start + chunk_size]
         canonical = np.add(chunk.reshape(len(chunk), -1), np.float32(0.0), dtype=np.float32)
         for offset, row in enumerate(canonical):
             digest = hashlib.blake2b(row, digest_size=8).digest()
@@ -378,7 +400,7 @@ def _exact_hashes(images):
     return hashes
 
 
-def _thumbnails(images, thumbnail_size, shifts):
+def _thumbnails(images, thumbnail_size, shifts, chunk_size=_IMAGES_PER_CHUNK):
     """Normalised area-averaged thumbnails of shifted copies of each image.
 
     Returns an array of shape (len(shifts), n_images, n_thumbnail_pixels),
@@ -401,8 +423,8 @@ def _thumbnails(images, thumbnail_size, shifts):
     shift_index = {shift: k for k, shift in enumerate(shifts)}
 
     out = np.empty((len(shifts), n_images, thumb_height * thumb_width), dtype=np.float32)
-    for start in range(0, n_images, _IMAGES_PER_CHUNK):
-        chunk = images[start : start + _IMAGES_PER_CHUNK]
+    for start in range(0, n_images, chunk_size):
+        chunk = images[start : start + chunk_size]
         n_chunk = len(chunk)
         grey = chunk[:, 0] if n_channels == 1 else chunk.mean(axis=1, dtype=np.float64)
         flat_pixels = grey.reshape(n_chunk, -1)
@@ -519,35 +541,249 @@ class _Rows:
         return self.images[self.rows[k]]
 
 
-def _near_pairs(train_thumbs, test_thumbs_shifted, near_threshold):
+class _LazyThumbnails:
+    """Shifted thumbnails of a stack of images, computed a block at a time.
+
+    Stands in for the (n_shifts, n_images, n_pixels) array of _thumbnails
+    in _near_pairs, so that a search within one set never holds the
+    shifted thumbnails of all images.
+    """
+
+    def __init__(self, images, thumbnail_size, shifts, chunk_size):
+        self.images, self.thumbnail_size = images, thumbnail_size
+        self.shifts, self.chunk_size = shifts, chunk_size
+        height, width = images.shape[2:]
+        n_pixels = min(thumbnail_size, height) * min(thumbnail_size, width)
+        self.shape = (len(shifts), len(images), n_pixels)
+
+    def block(self, start, stop):
+        return _thumbnails(
+            self.images[start:stop], self.thumbnail_size, self.shifts, self.chunk_size
+        )
+
+
+def _test_block(test_thumbs_shifted, start, stop):
+    if isinstance(test_thumbs_shifted, _LazyThumbnails):
+        return test_thumbs_shifted.block(start, stop)
+    return test_thumbs_shifted[:, start:stop]
+
+
+def _near_pairs(
+    train_thumbs,
+    test_thumbs_shifted,
+    near_threshold,
+    margin=0.0,
+    prune=False,
+    block_values=_SIMILARITY_BLOCK_VALUES,
+):
     """[train, test] pairs whose best-aligned thumbnails are close.
 
     For unit-norm thumbnails, distance**2 = 2 - 2 * correlation, so the
     search keeps, per pair, the highest correlation over shifts and never
-    forms a full distance matrix: it works through blocks of test images.
-    All shifts of a block go through one matrix product, because each BLAS
-    call has a fixed cost (tens of milliseconds once torch's OpenMP runtime
-    is loaded beside numpy's OpenBLAS).
+    forms a full distance matrix: it works through blocks of test images
+    (``test_thumbs_shifted`` is an array or a _LazyThumbnails). All shifts
+    of a block go through one matrix product, because each BLAS call has a
+    fixed cost (tens of milliseconds once torch's OpenMP runtime is loaded
+    beside numpy's OpenBLAS). ``margin`` lowers the correlation a pair
+    needs by that much.
+
+    ``prune`` (used within one set) rules most pairs out before the shifts
+    are compared: by the triangle inequality, a test image's shifted
+    thumbnails lie within its ``spread`` (their largest distance from the
+    middle, unshifted one) of that one, so a training thumbnail farther
+    than ``reach + spread`` from it matches no shift. One product with the
+    unshifted thumbnails finds the training images within that bound of
+    any image of the block; the shifted products are formed for those
+    columns only, in pieces of at most ``block_values`` values. The bound
+    is exact (with a tolerance far above float32 rounding), so the same
+    pairs are found, but products of other shapes may round a correlation
+    differently in its last bits (distances of near-identical pairs move by
+    up to about 1e-4): the audit does not prune, so that its reports stay
+    as they were.
     """
     n_shifts, n_test, n_features = test_thumbs_shifted.shape
     n_train = train_thumbs.shape[0]
-    min_similarity = 1.0 - near_threshold**2 / 2.0
-    block = max(1, _SIMILARITY_BLOCK_VALUES // max(n_shifts * n_train, 1))
-    train_t = np.ascontiguousarray(train_thumbs.T)
+    min_similarity = 1.0 - near_threshold**2 / 2.0 - margin
+    # A match needs a positive correlation, hence two unit-norm thumbnails
+    # (flat ones are all zeros) at most ``reach`` apart. Without shifts
+    # there is nothing to save.
+    prune = prune and min_similarity > 0 and n_shifts > 1
     found_train, found_test, found_distance = [], [], []
-    for start in range(0, n_test, block):
-        stop = min(start + block, n_test)
-        stacked = test_thumbs_shifted[:, start:stop].reshape(-1, n_features)
-        similarity = (stacked @ train_t).reshape(n_shifts, stop - start, n_train).max(axis=0)
-        test_index, train_index = np.nonzero(similarity >= min_similarity)
+
+    def keep(similarity, train_index_of, start):
+        test_index, column = np.nonzero(similarity >= min_similarity)
         distance = np.sqrt(
-            np.clip(2.0 - 2.0 * similarity[test_index, train_index].astype(np.float64), 0.0, None)
+            np.clip(2.0 - 2.0 * similarity[test_index, column].astype(np.float64), 0.0, None)
         )
-        found_train.append(train_index)
+        found_train.append(train_index_of(column))
         found_test.append(test_index + start)
         found_distance.append(distance)
+
+    if not prune:
+        block = max(1, block_values // max(n_shifts * n_train, 1))
+        train_t = np.ascontiguousarray(train_thumbs.T)
+        for start in range(0, n_test, block):
+            stop = min(start + block, n_test)
+            stacked = _test_block(test_thumbs_shifted, start, stop).reshape(-1, n_features)
+            similarity = (stacked @ train_t).reshape(n_shifts, stop - start, n_train).max(axis=0)
+            keep(similarity, lambda column: column, start)
+    else:
+        reach = np.sqrt(2.0 - 2.0 * min_similarity)
+        train_squares = np.einsum("ij,ij->i", train_thumbs, train_thumbs)
+        # Rows per block: the unshifted product (rows x n_train) and the
+        # block's shifted thumbnails both within block_values.
+        block = max(
+            1, min(block_values // max(n_train, 1), block_values // (n_shifts * n_features))
+        )
+        for start in range(0, n_test, block):
+            stop = min(start + block, n_test)
+            shifted = _test_block(test_thumbs_shifted, start, stop)
+            anchor = shifted[n_shifts // 2]
+            away = shifted - anchor
+            spread = np.sqrt(np.einsum("sij,sij->si", away, away).max(axis=0))
+            del away
+            # Squared distances to the training thumbnails, less the
+            # block's own squared norms (taken off the limit instead).
+            squared = anchor @ train_thumbs.T
+            squared *= -2.0
+            squared += train_squares
+            limit = (reach + spread) ** 2 + _PRUNE_TOLERANCE
+            limit -= np.einsum("ij,ij->i", anchor, anchor)
+            kept = np.flatnonzero(np.any(squared <= limit[:, None], axis=0))
+            del squared
+            stacked = shifted.reshape(-1, n_features)
+            piece = max(1, block_values // stacked.shape[0])
+            for first in range(0, len(kept), piece):
+                columns = kept[first : first + piece]
+                product = stacked @ train_thumbs[columns].T
+                similarity = product.reshape(n_shifts, stop - start, -1).max(axis=0)
+                keep(similarity, lambda column, columns=columns: columns[column], start)
+    if not found_train:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64)
     pairs = np.column_stack([np.concatenate(found_train), np.concatenate(found_test)])
     return pairs.astype(np.int64), np.concatenate(found_distance)
+
+
+def _match(
+    train_images,
+    test_images,
+    train_hashes,
+    test_hashes,
+    train_thumbs,
+    test_thumbs_shifted,
+    near_threshold,
+    margin=0.0,
+    prune=False,
+    block_values=_SIMILARITY_BLOCK_VALUES,
+):
+    """Exact pairs, near pairs and near distances between two fingerprinted sets.
+
+    The one matching rule of the module: ``[train, test]`` pairs (positions
+    in the given arrays), exact pairs excluded from the near ones, both
+    sorted by test index, then training index.
+    """
+    exact = _exact_pairs(train_hashes, test_hashes, train_images, test_images)
+    near, distances = _near_pairs(
+        train_thumbs, test_thumbs_shifted, near_threshold, margin, prune, block_values
+    )
+    if len(exact) and len(near):
+        n_test = len(test_hashes)
+        is_exact = np.isin(near[:, 0] * n_test + near[:, 1], exact[:, 0] * n_test + exact[:, 1])
+        near, distances = near[~is_exact], distances[~is_exact]
+    exact = exact[np.lexsort((exact[:, 0], exact[:, 1]))]
+    order = np.lexsort((near[:, 0], near[:, 1]))
+    return exact, near[order], distances[order]
+
+
+def _duplicate_pairs(
+    images,
+    other=None,
+    *,
+    near_threshold=DEFAULT_NEAR_THRESHOLD,
+    max_shift=1,
+    thumbnail_size=16,
+    margin=0.0,
+):
+    """All exact and near duplicate pairs between two sets or within one.
+
+    The criterion of :func:`audit_leakage`, shared by the audit and by
+    :func:`~ckdlearn.model_selection.infer_scan_groups` (which merges the
+    scan series such pairs connect). Inputs must already be validated
+    ``(n, channels, height, width)`` arrays (see _prepare); the parameters
+    are not checked here.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, channels, height, width)
+        The training set, or the only set.
+    other : ndarray of shape (m, channels, height, width), default=None
+        The test set. None searches within ``images``.
+    near_threshold, max_shift, thumbnail_size
+        As in :func:`audit_leakage`.
+    margin : float, default=0.0
+        Correlation below the threshold still counted as near, to absorb
+        float32 rounding: a matrix product of other shapes (another fold,
+        another block) may round a pair's correlation differently in its
+        last bits.
+
+    Returns
+    -------
+    exact_pairs : ndarray of shape (n_exact, 2), int64
+    near_pairs : ndarray of shape (n_near, 2), int64
+    near_distances : ndarray of shape (n_near,), float64
+        Between two sets: ``[index in images, index in other]`` pairs, as
+        the audit reports them (``other`` shifted by up to ``max_shift``
+        px), from the full comparison. Within one set: ``[i, j]`` with
+        ``i < j``, sorted, for every pair the audit flags in either
+        direction (whichever of the two is the test image), with the
+        smaller of the two distances; an image is not paired with itself.
+        This search is pruned and holds little memory (it runs on every
+        load_ct_kidney call): the same pairs as the full comparison, but
+        correlations may round differently in their last float32 bits, so
+        pass a ``margin`` where a pair at the threshold must not be missed.
+    """
+    shifts = _shift_offsets(max_shift)
+    if other is not None:
+        return _match(
+            images,
+            other,
+            _exact_hashes(images),
+            _exact_hashes(other),
+            _thumbnails(images, thumbnail_size, [(0, 0)])[0],
+            _thumbnails(other, thumbnail_size, shifts),
+            near_threshold,
+            margin,
+        )
+    # Within one set, memory stays one thumbnail per image plus small work
+    # arrays: small chunks of images, shifted thumbnails computed a block
+    # at a time, products of at most _LEAN_BLOCK_VALUES values.
+    chunk_size = max(1, _LEAN_CHUNK_VALUES // int(np.prod(images.shape[1:])))
+    hashes = _exact_hashes(images, chunk_size)
+    exact, near, distances = _match(
+        images,
+        images,
+        hashes,
+        hashes,
+        _thumbnails(images, thumbnail_size, [(0, 0)], chunk_size)[0],
+        _LazyThumbnails(images, thumbnail_size, shifts, chunk_size),
+        near_threshold,
+        margin,
+        prune=True,
+        block_values=_LEAN_BLOCK_VALUES,
+    )
+    # Exact equality is symmetric: keep each pair once, not the diagonal.
+    exact = exact[exact[:, 0] < exact[:, 1]]
+    exact = exact[np.lexsort((exact[:, 1], exact[:, 0]))]
+    # A near pair may be found in one direction only (the shifted image is
+    # the test one); keep it once, at its smaller distance.
+    near = np.sort(near, axis=1)
+    keep = near[:, 0] < near[:, 1]
+    near, distances = near[keep], distances[keep]
+    order = np.lexsort((distances, near[:, 1], near[:, 0]))
+    near, distances = near[order], distances[order]
+    first = np.ones(len(near), dtype=bool)
+    first[1:] = np.any(near[1:] != near[:-1], axis=1)
+    return exact, near[first], distances[first]
 
 
 def _compare(
@@ -565,15 +801,15 @@ def _compare(
     test_rows=None,
 ):
     """Build a LeakageReport; *_rows map local positions to reported indices."""
-    exact = _exact_pairs(train_hashes, test_hashes, train_images, test_images)
-    near, distances = _near_pairs(train_thumbs, test_thumbs_shifted, near_threshold)
-    if len(exact) and len(near):
-        n_test = len(test_hashes)
-        is_exact = np.isin(near[:, 0] * n_test + near[:, 1], exact[:, 0] * n_test + exact[:, 1])
-        near, distances = near[~is_exact], distances[~is_exact]
-    exact = exact[np.lexsort((exact[:, 0], exact[:, 1]))]
-    order = np.lexsort((near[:, 0], near[:, 1]))
-    near, distances = near[order], distances[order]
+    exact, near, distances = _match(
+        train_images,
+        test_images,
+        train_hashes,
+        test_hashes,
+        train_thumbs,
+        test_thumbs_shifted,
+        near_threshold,
+    )
     if train_rows is not None:
         exact = np.column_stack([train_rows[exact[:, 0]], test_rows[exact[:, 1]]])
         near = np.column_stack([train_rows[near[:, 0]], test_rows[near[:, 1]]])
@@ -710,13 +946,19 @@ def audit_leakage(
             "Both sets must be prepared the same way; resize them to one "
             "image size (e.g. load_ct_kidney(..., image_size=...))."
         )
-    return _compare(
+    exact, near, distances = _duplicate_pairs(
         train_images,
         test_images,
-        _exact_hashes(train_images),
-        _exact_hashes(test_images),
-        _thumbnails(train_images, thumbnail_size, [(0, 0)])[0],
-        _thumbnails(test_images, thumbnail_size, _shift_offsets(max_shift)),
+        near_threshold=near_threshold,
+        max_shift=max_shift,
+        thumbnail_size=thumbnail_size,
+    )
+    return LeakageReport(
+        n_train=len(train_images),
+        n_test=len(test_images),
+        exact_pairs=exact,
+        near_pairs=near,
+        near_distances=distances,
         near_threshold=near_threshold,
         max_shift=max_shift,
         thumbnail_size=thumbnail_size,
