@@ -215,6 +215,7 @@ def cmd_reproduce_paper(args):
         max_epochs=args.epochs,
         n_splits=args.folds,
         default_image_size=args.image_size,
+        protocols=args.protocols.split(","),
         random_state=args.seed,
         progress=_progress,
     )
@@ -317,6 +318,7 @@ def build_parser():
     paper.add_argument("--folds", type=int, default=5)
     paper.add_argument("--image-size", type=int, default=64, help="image size of protocol 3")
     paper.add_argument("--seed", type=int, default=0)
+    paper.add_argument("--protocols", default="1,2,3", help="which protocols to run (default: 1,2,3)")
     paper.add_argument("--json", help="also write the figures to this JSON file")
     force(paper)
     return parser
