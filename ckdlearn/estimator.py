@@ -33,13 +33,6 @@ __all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "resolve_ima
 
 _PRECISIONS = {"32": None, "bf16": torch.bfloat16}
 
-# Fewest images per prediction batch when ``iterator_valid__batch_size`` is
-# not set: on the CPU, batches of 128 slices of 128 x 128 px predict about
-# 20% faster than batches of 32 (benchmarks/README.md). In eval mode each
-# image's output does not depend on the others in its batch, so this only
-# changes float rounding (~1e-7), never what a model predicts.
-_MIN_PREDICT_BATCH_SIZE = 128
-
 # The DataLoader keyword arguments the in-memory batch iterator reproduces;
 # any other (num_workers, sampler, collate_fn, ...) goes to the DataLoader.
 _SLICEABLE_ITERATOR_KWARGS = frozenset({"batch_size", "shuffle", "drop_last"})
@@ -131,6 +124,10 @@ def _sliceable_source(dataset):
         indices = torch.as_tensor(np.asarray(dataset.indices, dtype=np.int64))
         return dataset.dataset, indices
     return None
+
+
+def _is_numeric_array(array):
+    return isinstance(array, np.ndarray) and array.dtype.kind in "biuf"
 
 
 def _has_spatial_convolutions(module):
@@ -834,11 +831,11 @@ class CKDNetClassifier(NeuralNetClassifier):
         # custom ``dataset``, goes the way skorch builds it.
         if (
             self.dataset is Dataset
-            and isinstance(X, np.ndarray)
+            and not self.get_params_for("dataset")
+            and _is_numeric_array(X)
             and X.flags.c_contiguous
             and X.flags.writeable
-            and (y is None or isinstance(y, np.ndarray))
-            and not self.get_params_for("dataset")
+            and (y is None or _is_numeric_array(y))
         ):
             return _ArrayDataset(X, y)
         return super().get_dataset(X, y)
@@ -847,10 +844,11 @@ class CKDNetClassifier(NeuralNetClassifier):
         prefix = "iterator_train" if training else "iterator_valid"
         iterator = self.iterator_train if training else self.iterator_valid
         kwargs = self.get_params_for(prefix)
-        if "batch_size" not in kwargs:
-            kwargs["batch_size"] = (
-                self.batch_size if training else self._prediction_batch_size()
-            )
+        # Prediction batches are ``batch_size`` too unless
+        # ``iterator_valid__batch_size`` says otherwise: larger ones were
+        # not reliably faster on the CPU, and slower on small images, whose
+        # activations then no longer fit in cache (benchmarks/README.md).
+        kwargs.setdefault("batch_size", self.batch_size)
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
         source = _sliceable_source(dataset)
@@ -869,14 +867,6 @@ class CKDNetClassifier(NeuralNetClassifier):
                 indices=indices,
             )
         return iterator(dataset, **kwargs)
-
-    def _prediction_batch_size(self):
-        """Images per prediction batch unless ``iterator_valid__batch_size``
-        says otherwise: at least ``batch_size``, and up to
-        ``_MIN_PREDICT_BATCH_SIZE`` when memory allows."""
-        if self.batch_size == -1:
-            return -1
-        return max(self.batch_size, _MIN_PREDICT_BATCH_SIZE)
 
     # -- prediction ---------------------------------------------------------
 
@@ -906,9 +896,22 @@ class CKDNetClassifier(NeuralNetClassifier):
         images = self._images_for_prediction(X)
         # inference_mode rather than skorch's no_grad: no autograd
         # bookkeeping (version counters, views) on any tensor; everything
-        # computed here leaves as NumPy.
-        with torch.inference_mode():
-            return super().predict_proba(images)
+        # computed here leaves as NumPy. Eval mode is set once here rather
+        # than once per batch (walking every submodule), which cost ~6% of
+        # prediction time for small images.
+        self._set_training(False)
+        vars(self)["_eval_mode_set"] = True
+        try:
+            with torch.inference_mode():
+                return super().predict_proba(images)
+        finally:
+            vars(self).pop("_eval_mode_set", None)
+
+    def evaluation_step(self, batch, training=False):
+        if training or not vars(self).get("_eval_mode_set"):
+            return super().evaluation_step(batch, training=training)
+        Xi, _ = unpack_data(batch)
+        return self.infer(Xi)
 
     def predict(self, X):
         """Predicted label of each image.

@@ -83,7 +83,7 @@ class CKDNet(nn.Module):
         Channels of the input images (1 for greyscale CT).
     n_classes : int, default=4
         Number of output logits.
-    width : int, default=32
+    width : int, default=16
         Channels of the first block.
     depth : int, default=4
         Number of convolution blocks.
@@ -115,7 +115,7 @@ class CKDNet(nn.Module):
         self,
         in_channels=1,
         n_classes=4,
-        width=32,
+        width=16,
         depth=4,
         dropout=0.2,
         residual=True,

@@ -1,0 +1,232 @@
+"""The estimator's speed levers change speed, not results.
+
+Each lever measured in ``benchmarks/`` is checked here for what it must
+keep: the in-memory batch iterator trains on the same batches with the
+same random numbers as skorch's Dataset + DataLoader; channels-last
+weights change predictions only by float rounding; prediction runs in
+inference mode and eval mode; no copy of X is made; joblib workers do not
+oversubscribe the cores.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import make_pipeline
+from joblib import Parallel, delayed
+from skorch.dataset import Dataset, ValidSplit
+from torch.utils.data import DataLoader
+
+from ckdlearn import CKDNetClassifier
+from ckdlearn.estimator import _BatchIterator
+
+
+def tiny(**params):
+    defaults = dict(
+        max_epochs=2,
+        batch_size=8,
+        module__width=4,
+        module__depth=2,
+        module__dropout=0.3,  # dropout and augmentation draw random numbers
+        augment="ct",
+        random_state=0,
+    )
+    return CKDNetClassifier(**{**defaults, **params})
+
+
+def _same_weights(first, second):
+    return all(
+        torch.equal(a, b)
+        for a, b in zip(first.module_.state_dict().values(), second.module_.state_dict().values())
+    )
+
+
+# --- in-memory batches instead of Dataset + DataLoader ------------------------
+
+
+@pytest.mark.parametrize(
+    "iterator_params",
+    [
+        {},
+        {"iterator_train__shuffle": True},
+        {"iterator_train__shuffle": True, "iterator_train__drop_last": True},
+        {"batch_size": -1},
+    ],
+)
+def test_batch_iterator_trains_exactly_like_the_dataloader(blob_data, iterator_params):
+    X, y = blob_data
+    sliced = tiny(**iterator_params).fit(X, y)
+    # Any DataLoader-only argument (here the default num_workers=0) makes
+    # the estimator use skorch's Dataset + DataLoader.
+    loaded = tiny(iterator_train__num_workers=0, **iterator_params).fit(X, y)
+    assert _same_weights(sliced, loaded)
+    np.testing.assert_array_equal(sliced.predict_proba(X), loaded.predict_proba(X))
+    batch_sizes = [b["train_batch_size"] for b in sliced.history_[-1]["batches"]]
+    assert batch_sizes == [b["train_batch_size"] for b in loaded.history_[-1]["batches"]]
+
+
+def test_batch_iterator_with_internal_validation_split(blob_data):
+    X, y = blob_data
+    labels = np.unique(y, return_inverse=True)[1]
+    split = dict(train_split=ValidSplit(4, stratified=True))
+    sliced = tiny(**split).fit(X, labels)
+    loaded = tiny(
+        iterator_train__num_workers=0, iterator_valid__num_workers=0, **split
+    ).fit(X, labels)
+    assert _same_weights(sliced, loaded)
+    assert sliced.history_[-1]["valid_loss"] == loaded.history_[-1]["valid_loss"]
+
+
+def test_which_iterator_is_used(blob_data):
+    X, y = blob_data
+    clf = tiny().fit(X, y)
+    images = clf.to_images(X)
+    codes = clf._encode_labels(y)
+    dataset = clf.get_dataset(images, codes)
+    assert isinstance(clf.get_iterator(dataset, training=True), _BatchIterator)
+    assert isinstance(clf.get_iterator(dataset, training=False), _BatchIterator)
+    # A Dataset the user built, or DataLoader options, keep the DataLoader.
+    own = Dataset(images, codes)
+    assert isinstance(clf.get_iterator(own, training=True), DataLoader)
+    assert isinstance(
+        tiny(iterator_train__num_workers=0).get_iterator(dataset, training=True), DataLoader
+    )
+    assert len(clf.get_iterator(dataset, training=False)) == -(-len(X) // clf.batch_size)
+
+
+def test_no_copy_of_float32_input(blob_data):
+    X, y = blob_data
+    seen = []
+
+    class Recording(CKDNetClassifier):
+        def get_dataset(self, X, y=None):
+            dataset = super().get_dataset(X, y)
+            seen.append(dataset)
+            return dataset
+
+    Recording(max_epochs=1, module__width=4, module__depth=2, augment=None).fit(X, y)
+    assert np.shares_memory(seen[0].X, X)
+    assert np.shares_memory(seen[0].X_tensor.numpy(), X)
+
+
+def test_no_copy_between_smote_and_the_network(blob_data):
+    X, y = blob_data
+    received = {}
+
+    class Recording(CKDNetClassifier):
+        def fit(self, X, y, **fit_params):
+            received["X"] = X
+            return super().fit(X, y, **fit_params)
+
+        def get_dataset(self, X, y=None):
+            dataset = super().get_dataset(X, y)
+            received.setdefault("dataset", dataset)
+            return dataset
+
+    net = Recording(max_epochs=1, module__width=4, module__depth=2, augment=None)
+    make_pipeline(SMOTE(k_neighbors=3, random_state=0), net).fit(X[:-6], y[:-6])
+    assert received["X"].dtype == np.float32
+    assert np.shares_memory(received["dataset"].X, received["X"])
+
+
+def test_in_place_augmentation_never_writes_into_X(blob_data):
+    X, y = blob_data
+    before = X.copy()
+
+    def zero_in_place(images):
+        return images.mul_(0)
+
+    tiny(augment=zero_in_place).fit(X, y)
+    tiny(augment=zero_in_place, iterator_train__shuffle=True).fit(X, y)
+    np.testing.assert_array_equal(X, before)
+
+
+# --- channels-last weights -------------------------------------------------------
+
+
+def test_channels_last_changes_only_rounding(blob_data):
+    X, y = blob_data
+    fast = tiny().fit(X, y)
+    conv = fast.module_.features[0][0].conv2.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    classic = tiny()
+    classic._channels_last = False
+    classic.fit(X, y)
+    assert classic.module_.features[0][0].conv2.weight.is_contiguous()
+    np.testing.assert_allclose(fast.predict_proba(X), classic.predict_proba(X), atol=1e-5)
+    np.testing.assert_array_equal(fast.predict(X), classic.predict(X))
+
+
+def test_one_pixel_high_images_keep_the_classic_layout():
+    X = np.random.RandomState(0).rand(20, 10).astype(np.float32)
+    clf = tiny(augment=None).fit(X, np.arange(20) % 2)
+    assert clf.image_shape_ == (1, 1, 10)
+    assert clf.module_.features[0][0].conv2.weight.is_contiguous()
+
+
+# --- prediction ---------------------------------------------------------------
+
+
+def test_predict_runs_in_inference_and_eval_mode_and_fit_still_trains(blob_data):
+    X, y = blob_data
+    clf = tiny(max_epochs=1).fit(X, y)
+    states = []
+    clf.module_.register_forward_pre_hook(
+        lambda module, args: states.append((torch.is_inference_mode_enabled(), module.training))
+    )
+    clf.predict_proba(X)
+    clf.predict(X[:3])
+    assert states and all(state == (True, False) for state in states)
+    assert "_eval_mode_set" not in vars(clf)
+    states.clear()
+    clf.partial_fit(X, y)
+    assert states and all(state == (False, True) for state in states)
+
+
+def test_prediction_batch_size_is_honoured_and_changes_nothing(blob_data):
+    X, y = blob_data
+    clf = tiny(max_epochs=1).fit(X, y)
+    sizes = []
+    handle = clf.module_.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    default = clf.predict_proba(X)
+    assert sizes == [8, 8, 8, 8, 4]  # batch_size, as skorch does
+    handle.remove()
+    sizes.clear()
+    large = tiny(max_epochs=1, iterator_valid__batch_size=32).fit(X, y)
+    large.module_.load_state_dict(clf.module_.state_dict())
+    large.module_.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    larger = large.predict_proba(X)
+    assert sizes == [32, 4]
+    np.testing.assert_allclose(larger, default, atol=1e-6)
+
+
+# --- threads ------------------------------------------------------------------------
+
+
+def _torch_threads(_):
+    return torch.get_num_threads()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_joblib_workers_share_the_cores():
+    # GridSearchCV(n_jobs=k) runs fits in loky worker processes; loky caps
+    # OpenMP at cpu_count // k threads per worker, and torch reads that cap,
+    # so k workers together use the cores once, not k times over.
+    n_jobs = 2
+    threads = Parallel(n_jobs=n_jobs)(delayed(_torch_threads)(i) for i in range(4))
+    assert max(threads) * n_jobs <= os.cpu_count()
+
+
+# --- mixed precision on CUDA ---------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast on CUDA needs a GPU")
+def test_bf16_on_cuda_trains_and_predicts(blob_data):  # pragma: no cover - no GPU in CI
+    X, y = blob_data
+    clf = tiny(precision="bf16", device="cuda").fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-3)
