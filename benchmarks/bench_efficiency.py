@@ -8,7 +8,8 @@ threads). The peak and the estimator's throughput are timed interleaved,
 best of ``--repeats``, so load from other processes hits both alike.
 
 Target: >= 40% of the float32 peak for ``predict_proba`` of the default
-CKDNet (width 32, depth 4) on 128 x 128 slices.
+CKDNet (``--width``/``--depth`` default to its defaults) on 128 x 128
+slices.
 
 Usage::
 
@@ -19,14 +20,16 @@ per slice (the counter sees both) x training slices/s.
 """
 
 import argparse
+import inspect
 import os
 import platform
 import sys
 import time
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from ckdlearn.nets import CKDNet
 
 
 def flops_per_slice(module, image_shape, training):
@@ -58,8 +61,9 @@ def matmul_seconds(size, dtype, calls):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--depth", type=int, default=4)
+    # The default CKDNet unless told otherwise.
+    parser.add_argument("--width", type=int, default=inspect.signature(CKDNet).parameters["width"].default)
+    parser.add_argument("--depth", type=int, default=inspect.signature(CKDNet).parameters["depth"].default)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--n-predict", type=int, default=128)
     parser.add_argument("--n-fit", type=int, default=64)
