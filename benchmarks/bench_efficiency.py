@@ -24,7 +24,6 @@ import inspect
 import os
 import platform
 import sys
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode

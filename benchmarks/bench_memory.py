@@ -134,7 +134,6 @@ def _peak_rss_bytes():
 
 
 def worker(n, sampler_name, image_size, width):
-    import torch
     from imblearn.pipeline import make_pipeline
 
     from ckdlearn import CKDNetClassifier
