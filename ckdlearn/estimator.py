@@ -16,9 +16,9 @@ from types import MappingProxyType
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EpochScoring
 from skorch.dataset import Dataset, unpack_data
-from skorch.utils import is_dataset, to_tensor
+from skorch.utils import is_dataset, to_numpy, to_tensor
 from torch.utils.data import DataLoader, Subset
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
@@ -124,6 +124,12 @@ def _sliceable_source(dataset):
         indices = torch.as_tensor(np.asarray(dataset.indices, dtype=np.int64))
         return dataset.dataset, indices
     return None
+
+
+def _encoded_accuracy(net, X, y):
+    """Accuracy of ``net`` on ``X`` against class indices ``y``."""
+    y_true = net.classes_[np.asarray(to_numpy(y) if torch.is_tensor(y) else y, dtype=np.int64)]
+    return float(np.mean(net.predict(X) == y_true))
 
 
 def _is_numeric_array(array):
@@ -275,7 +281,14 @@ def as_image_batch(X, image_shape=None, *, expected_shape=None, estimator_name="
                 "shaped input, or pass flat rows."
             )
     scale = 1 / 255 if X.dtype == np.uint8 else None
-    images = np.asarray(X, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        images = np.asarray(X, dtype=np.float32)
+    if X.dtype.kind == "f" and X.dtype.itemsize > 4 and not np.isfinite(images).all():
+        raise ValueError(
+            f"X holds values beyond the float32 range (largest magnitude "
+            f"{np.abs(X).max():.3g}; float32 holds up to 3.4e+38). "
+            f"{estimator_name} computes in float32: rescale the images."
+        )
     if scale is not None:
         images = images * np.float32(scale)
     images = images.reshape((X.shape[0], *shape))
@@ -461,6 +474,10 @@ class CKDNetClassifier(NeuralNetClassifier):
 
     Notes
     -----
+    Training batches are reshuffled every epoch (skorch's own default keeps
+    the data order, and CT data usually comes sorted by class);
+    ``iterator_train__shuffle=False`` keeps the order.
+
     Inside an imbalanced-learn pipeline the estimator sees SMOTE's output
     during ``fit`` only; ``predict`` and ``explain`` see real images. SMOTE
     interpolates between images, so give it float32 input (uint8
@@ -578,7 +595,16 @@ class CKDNetClassifier(NeuralNetClassifier):
 
     @property
     def _default_callbacks(self):
-        callbacks = list(super()._default_callbacks)
+        callbacks = []
+        for name, callback in super()._default_callbacks:
+            if name == "valid_acc":
+                # skorch's "accuracy" scorer compares ``predict`` (the user's
+                # labels) with the split's targets, which are encoded here.
+                callback = EpochScoring(
+                    _encoded_accuracy, name="valid_acc", lower_is_better=False,
+                    on_train=False, use_caching=True,
+                )
+            callbacks.append((name, callback))
         callbacks.insert(1, ("lr_scheduler", CosineAnnealing()))
         return callbacks
 
@@ -849,6 +875,12 @@ class CKDNetClassifier(NeuralNetClassifier):
         # not reliably faster on the CPU, and slower on small images, whose
         # activations then no longer fit in cache (benchmarks/README.md).
         kwargs.setdefault("batch_size", self.batch_size)
+        if training:
+            # skorch's DataLoader default keeps the training order, and CT
+            # data usually arrives sorted by class (folders, then SMOTE's
+            # synthetic rows appended per class): unshuffled batches would
+            # hold one class each. ``iterator_train__shuffle=False`` opts out.
+            kwargs.setdefault("shuffle", True)
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
         source = _sliceable_source(dataset)

@@ -49,7 +49,7 @@ def _pipeline():
     return make_pipeline(
         SMOTE(k_neighbors=3, random_state=0),
         CKDNetClassifier(
-            max_epochs=1,
+            max_epochs=3,
             batch_size=16,
             module__width=4,
             module__depth=2,

@@ -13,8 +13,11 @@ from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline, make_pipeline
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skorch.callbacks import Callback
+from skorch.dataset import ValidSplit
 
 from ckdlearn import CKDNet, CKDNetClassifier, PaperCNN
 from ckdlearn.augmentation import CTAugment
@@ -255,6 +258,42 @@ def test_verbose_prints_epoch_table(blob_data, capsys):
     assert "train_loss" in out and "epoch" in out
 
 
+class BatchLabels(Callback):
+    """Records the (encoded) labels of every training batch."""
+
+    def initialize(self):
+        self.batches = []
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.batches.append(set(batch[1].tolist()))
+
+
+def test_training_batches_are_shuffled_each_epoch(blob_data):
+    # blob_data is sorted by class, as a folder loader (and SMOTE's appended
+    # synthetic rows) gives it: in order, every batch of 12 holds one class.
+    X, y = blob_data
+    recorder = BatchLabels()
+    tiny(batch_size=12, callbacks=[recorder]).fit(X, y)
+    assert any(len(labels) > 1 for labels in recorder.batches)
+    in_order = BatchLabels()
+    tiny(batch_size=12, callbacks=[in_order], iterator_train__shuffle=False).fit(X, y)
+    assert all(len(labels) == 1 for labels in in_order.batches)
+
+
+@pytest.mark.parametrize("labels", [["Cyst", "Normal", "Stone"], [7, 3, 5]])
+def test_internal_validation_split_scores_user_labels(blob_data, labels):
+    X, names = blob_data
+    y = np.asarray(labels)[np.unique(names, return_inverse=True)[1]]
+    clf = tiny(max_epochs=3, train_split=ValidSplit(4, stratified=True)).fit(X, y)
+    # skorch's stratified ValidSplit holds out the first StratifiedKFold fold.
+    _, held_out = next(StratifiedKFold(4).split(X, y))
+    expected = np.mean(clf.predict(X[held_out]) == y[held_out])
+    assert len(clf.history_) == 3
+    assert clf.history_[-1, "valid_acc"] == pytest.approx(expected)
+
+
 # --- augmentation -----------------------------------------------------------
 
 
@@ -353,6 +392,7 @@ def test_grid_search_with_groups_tunes_network_and_smote(blob_data):
         (np.zeros((0, 16)), "0 sample"),
         (np.full((4, 16), np.nan), "NaN"),
         (np.full((4, 16), np.inf), "infinity"),
+        (np.full((4, 16), 1e300), "beyond the float32 range"),
         (np.zeros((4, 2, 2, 2, 2)), "5 dimensions"),
         (np.array([["a"] * 4] * 4), "could not convert|dtype"),
     ],
