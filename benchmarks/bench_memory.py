@@ -28,7 +28,7 @@ Two samplers are compared:
     builds each class's new rows in float64 (its random steps are float64)
     with four temporaries the size of that block.
 ``lean``
-    :class:`LeanSMOTE` below, a drop-in subclass with bit-identical output
+    :class:`ckdlearn.over_sampling.LeanSMOTE`, a drop-in subclass with bit-identical output
     (checked at start-up): one preallocated output matrix, X copied into it
     once, new rows written in chunks of 256. The lever is chunking into a
     preallocated output; it does not change dtype, sampling strategy or
@@ -52,70 +52,10 @@ import tracemalloc
 
 import numpy as np
 from imblearn.over_sampling import SMOTE
-from sklearn.utils import check_random_state
+
+from ckdlearn.over_sampling import LeanSMOTE
 
 CLASS_COUNTS = {"Cyst": 3709, "Normal": 5077, "Stone": 1377, "Tumor": 2283}
-
-
-class LeanSMOTE(SMOTE):
-    """imbalanced-learn's SMOTE with a resampled matrix as its only full-size allocation.
-
-    Same parameters, same random draws and bit-identical output as
-    :class:`imblearn.over_sampling.SMOTE` (dense input); memory beyond the
-    output is one class's rows (for the neighbour search) and a chunk of
-    ``chunk_size`` new rows.
-
-    Parameters
-    ----------
-    chunk_size : int, default=256
-        New rows generated per step.
-    **kwargs
-        Any parameter of :class:`imblearn.over_sampling.SMOTE`.
-    """
-
-    def __init__(self, *, sampling_strategy="auto", random_state=None, k_neighbors=5, chunk_size=256):
-        super().__init__(
-            sampling_strategy=sampling_strategy,
-            random_state=random_state,
-            k_neighbors=k_neighbors,
-        )
-        self.chunk_size = chunk_size
-
-    def _fit_resample(self, X, y):
-        from scipy import sparse
-
-        if sparse.issparse(X):
-            return super()._fit_resample(X, y)
-        self._validate_estimator()
-        n_new = sum(self.sampling_strategy_.values())
-        X_resampled = np.empty((len(X) + n_new, X.shape[1]), dtype=X.dtype)
-        X_resampled[: len(X)] = X
-        y_resampled = np.empty(len(y) + n_new, dtype=y.dtype)
-        y_resampled[: len(y)] = y
-        offset = len(X)
-        for class_sample, n_samples in self.sampling_strategy_.items():
-            if n_samples == 0:
-                continue
-            X_class = X[np.flatnonzero(y == class_sample)]
-            self.nn_k_.fit(X_class)
-            neighbours = self.nn_k_.kneighbors(X_class, return_distance=False)[:, 1:]
-            # The draws of SMOTE._make_samples, in its order.
-            random_state = check_random_state(self.random_state)
-            picks = random_state.randint(low=0, high=neighbours.size, size=n_samples)
-            steps = random_state.uniform(size=n_samples)[:, np.newaxis]
-            rows = np.floor_divide(picks, neighbours.shape[1])
-            cols = np.mod(picks, neighbours.shape[1])
-            out = X_resampled[offset : offset + n_samples]
-            for start in range(0, n_samples, self.chunk_size):
-                chunk = slice(start, start + self.chunk_size)
-                base = X_class[rows[chunk]]
-                diffs = X_class[neighbours[rows[chunk], cols[chunk]]] - base
-                # float64 arithmetic then a cast, as SMOTE does, so the
-                # output is bit-identical; only a chunk is float64 at once.
-                out[chunk] = base + steps[chunk] * diffs
-            y_resampled[offset : offset + n_samples] = class_sample
-            offset += n_samples
-        return X_resampled, y_resampled
 
 
 def make_data(n, image_size, seed=0):

@@ -204,6 +204,8 @@ def _allow_list():
     import torch.optim.lr_scheduler
     import torch.utils.data
 
+    from .over_sampling import LeanSMOTE
+
     modules = {
         "imblearn.over_sampling": imblearn.over_sampling,
         "imblearn.under_sampling": imblearn.under_sampling,
@@ -215,6 +217,7 @@ def _allow_list():
         "ckdlearn.nets.PaperCNN": (PaperCNN, "network"),
         "ckdlearn.augmentation.CTAugment": (CTAugment, "attributes"),
         "ckdlearn.estimator.CosineAnnealing": (CosineAnnealing, "parameters"),
+        "ckdlearn.over_sampling.LeanSMOTE": (LeanSMOTE, "parameters"),
         "imblearn.pipeline.Pipeline": (imblearn.pipeline.Pipeline, "pipeline"),
         "sklearn.pipeline.Pipeline": (sklearn.pipeline.Pipeline, "pipeline"),
         "sklearn.neighbors.NearestNeighbors": (sklearn.neighbors.NearestNeighbors, "parameters"),

@@ -65,8 +65,9 @@ def build_pipeline(
     Parameters
     ----------
     method : {"smote", "class-weight", "none"}, default="smote"
-        ``"smote"`` puts :class:`imblearn.over_sampling.SMOTE` before the
-        network in an imbalanced-learn pipeline; ``"class-weight"`` weights
+        ``"smote"`` puts SMOTE (as :class:`~ckdlearn.over_sampling.LeanSMOTE`,
+        imbalanced-learn's algorithm in less memory) before the network in
+        an imbalanced-learn pipeline; ``"class-weight"`` weights
         the loss by inverse class frequency; ``"none"`` does neither.
     max_epochs, lr, batch_size : int, float, int
         Passed to :class:`~ckdlearn.CKDNetClassifier`.
@@ -86,8 +87,8 @@ def build_pipeline(
     Examples
     --------
     >>> from ckdlearn.workflows import build_pipeline
-    >>> build_pipeline("smote").steps[0][0]
-    'smote'
+    >>> build_pipeline("smote").steps[0]
+    ('smote', LeanSMOTE(random_state=0))
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
@@ -103,10 +104,12 @@ def build_pipeline(
     )
     if method != "smote":
         return classifier
-    from imblearn.over_sampling import SMOTE
-    from imblearn.pipeline import make_pipeline
+    from imblearn.pipeline import Pipeline
 
-    return make_pipeline(SMOTE(random_state=random_state), classifier)
+    from .over_sampling import LeanSMOTE
+
+    # Named "smote" (the algorithm) rather than make_pipeline's "leansmote".
+    return Pipeline([("smote", LeanSMOTE(random_state=random_state)), ("ckdnetclassifier", classifier)])
 
 
 def final_classifier(estimator):

@@ -23,6 +23,8 @@ from ckdlearn import CKDNet, CKDNetClassifier, PaperCNN
 from ckdlearn.augmentation import CTAugment
 from ckdlearn.estimator import as_image_batch, resolve_image_shape
 
+from helpers import tiny_classifier as tiny
+
 
 class TinyNet(CKDNet):
     """CKDNet with small defaults, so the estimator checks run in seconds."""
@@ -38,19 +40,6 @@ class TinyNet(CKDNet):
         image_shape=None,
     ):
         super().__init__(in_channels, n_classes, width, depth, dropout, residual, image_shape)
-
-
-def tiny(**params):
-    """A fast classifier for tests: 4-channel, 2-block network, 2 epochs."""
-    defaults = dict(
-        max_epochs=2,
-        batch_size=16,
-        module__width=4,
-        module__depth=2,
-        augment=None,
-        random_state=0,
-    )
-    return CKDNetClassifier(**{**defaults, **params})
 
 
 # --- scikit-learn's estimator checks ------------------------------------------

@@ -28,6 +28,8 @@ from ckdlearn.cam import (
     heatmap_energy_in_mask,
 )
 
+from helpers import tiny_classifier as tiny
+
 torch.set_num_threads(1)
 
 explain_module = importlib.import_module("ckdlearn.cam")
@@ -51,18 +53,6 @@ def make_square_images(n, seed=0, size=SIZE):
         masks[i, row : row + 4, col : col + 4] = True
     images[masks & (labels == "Stone")[:, None, None]] = 1.0
     return images.reshape(n, -1), labels, masks
-
-
-def tiny(**params):
-    defaults = dict(
-        max_epochs=2,
-        batch_size=16,
-        module__width=4,
-        module__depth=2,
-        augment=None,
-        random_state=0,
-    )
-    return CKDNetClassifier(**{**defaults, **params})
 
 
 @pytest.fixture(scope="module")

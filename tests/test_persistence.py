@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import joblib
@@ -27,17 +28,10 @@ from ckdlearn import CKDNet, CKDNetClassifier, PaperCNN
 from ckdlearn import persistence
 from ckdlearn.persistence import ModelFileError, load, save, supported_classes
 
+from helpers import tiny_classifier
 
-def tiny(**params):
-    defaults = dict(
-        max_epochs=1,
-        batch_size=16,
-        module__width=4,
-        module__depth=2,
-        augment=None,
-        random_state=0,
-    )
-    return CKDNetClassifier(**{**defaults, **params})
+
+tiny = partial(tiny_classifier, max_epochs=1)
 
 
 class TinyNet(CKDNet):
