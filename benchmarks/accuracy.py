@@ -28,6 +28,7 @@ from imblearn.pipeline import make_pipeline
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
+from ckdlearn.augmentation import CTAugment
 from ckdlearn.datasets import load_ct_kidney
 from ckdlearn.model_selection import evaluate
 
@@ -45,8 +46,15 @@ def build(args):
         params["module__width"] = args.width
     if args.depth is not None:
         params["module__depth"] = args.depth
+    if args.dropout is not None:
+        params["module__dropout"] = args.dropout
+    if args.standardize:
+        params["module__standardize"] = True
     if args.no_augment:
         params["augment"] = None
+    elif args.strong_augment:
+        params["augment"] = CTAugment(rotation=20.0, translation=0.1, scale=(0.8, 1.2),
+                                      contrast=0.4, brightness=0.1, gamma=0.4, noise=0.04)
     if args.label_smoothing:
         params["criterion__label_smoothing"] = args.label_smoothing
     if args.weight_decay is not None:
@@ -72,6 +80,11 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--depth", type=int, default=None)
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--strong-augment", action="store_true",
+                        help="CTAugment with twice the default ranges")
+    parser.add_argument("--dropout", type=float, default=None)
+    parser.add_argument("--standardize", action="store_true",
+                        help="CKDNet(standardize=True): per-image standardisation")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--precision", default="32")

@@ -93,6 +93,10 @@ class CKDNet(nn.Module):
         Add identity (or 1x1 projection) shortcuts around each block.
     image_shape : tuple of int or None, default=None
         Accepted for interface compatibility; the network does not need it.
+    standardize : bool, default=False
+        Standardise each image (zero mean, unit variance per channel)
+        before the first block, so that series exported with different
+        intensity windows reach the convolutions alike.
 
     Attributes
     ----------
@@ -120,6 +124,7 @@ class CKDNet(nn.Module):
         dropout=0.2,
         residual=True,
         image_shape=None,
+        standardize=False,
     ):
         super().__init__()
         if depth < 1:
@@ -140,9 +145,14 @@ class CKDNet(nn.Module):
         self.features = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(channels, n_classes)
+        self.standardize = standardize
         self.cam_layer = f"features.{depth - 1}"
 
     def forward(self, x):
+        if self.standardize:
+            mean = x.mean(dim=(-2, -1), keepdim=True)
+            std = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
+            x = (x - mean) / (std + 1e-5)
         x = self.features(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.classifier(self.dropout(x))

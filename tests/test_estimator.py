@@ -159,6 +159,19 @@ def test_multichannel_image_shape_and_paper_cnn():
     assert clf.predict(X).shape == (24,)
 
 
+def test_standardize_makes_the_network_blind_to_intensity_windows():
+    torch.manual_seed(0)
+    images = torch.rand(4, 1, 16, 16)
+    net = CKDNet(n_classes=3, width=4, depth=2, standardize=True).eval()
+    plain = CKDNet(n_classes=3, width=4, depth=2).eval()
+    plain.load_state_dict(net.state_dict())
+    rewindowed = 0.3 * images + 0.5  # another export window of the same slices
+    torch.testing.assert_close(net(rewindowed), net(images), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(plain(rewindowed), plain(images), atol=1e-3)
+    flat = torch.full((1, 1, 16, 16), 0.7)  # zero variance stays finite
+    assert torch.isfinite(net(flat)).all()
+
+
 def test_reproducible_with_random_state(blob_data):
     X, y = blob_data
     first = tiny(augment="ct").fit(X, y)
