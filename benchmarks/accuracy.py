@@ -50,13 +50,14 @@ def build(args):
         params["module__dropout"] = args.dropout
     if args.standardize:
         params["module__standardize"] = True
-    if args.no_augment:
+    if args.augment == "none":
         params["augment"] = None
-    elif args.strong_augment:
-        params["augment"] = CTAugment(rotation=20.0, translation=0.1, scale=(0.8, 1.2),
-                                      contrast=0.4, brightness=0.1, gamma=0.4, noise=0.04)
-    if args.label_smoothing:
-        params["criterion__label_smoothing"] = args.label_smoothing
+    elif args.augment == "mild":
+        # CTAugment's defaults before ckdlearn 0.1: half today's ranges.
+        params["augment"] = CTAugment(rotation=10.0, translation=0.06, scale=(0.9, 1.1),
+                                      contrast=0.2, brightness=0.05, gamma=0.2, noise=0.02)
+    if args.label_smoothing is not None:
+        params["label_smoothing"] = args.label_smoothing
     if args.weight_decay is not None:
         params["optimizer__weight_decay"] = args.weight_decay
     if args.method == "class-weight":
@@ -79,13 +80,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--depth", type=int, default=None)
-    parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--strong-augment", action="store_true",
-                        help="CTAugment with twice the default ranges")
+    parser.add_argument("--augment", choices=["default", "mild", "none"], default="default",
+                        help="CTAugment() (default), half its ranges (mild), or none")
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--standardize", action="store_true",
                         help="CKDNet(standardize=True): per-image standardisation")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--label-smoothing", type=float, default=None)
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--precision", default="32")
     parser.add_argument("--seed", type=int, default=0)

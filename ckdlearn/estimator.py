@@ -419,6 +419,13 @@ class CKDNetClassifier(NeuralNetClassifier):
     class_weight : "balanced", dict or None, default=None
         Weights of the classes in the loss, as in scikit-learn. An
         alternative (or complement) to oversampling with SMOTE.
+    label_smoothing : float, default=0.1
+        Share of each target's probability spread over the other classes
+        in the loss (Szegedy et al., 2016); passed to the criterion, which
+        must accept ``label_smoothing`` unless this is 0. It keeps the
+        network from growing over-confident on the training series, which
+        improved calibration and accuracy on unseen ones
+        (``benchmarks/ACCURACY.md``).
     classes : array-like or None, default=None
         All labels the model should know, when some may be missing from a
         training set (e.g. for ``partial_fit``). By default the labels
@@ -522,6 +529,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         image_shape=None,
         augment="ct",
         class_weight=None,
+        label_smoothing=0.1,
         classes=None,
         precision="32",
         random_state=None,
@@ -549,6 +557,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         self.image_shape = image_shape
         self.augment = augment
         self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
         self.precision = precision
         self.random_state = random_state
         for name in ("history_", "initialized_", "virtual_params_", "_constructing"):
@@ -708,6 +717,7 @@ class CKDNetClassifier(NeuralNetClassifier):
             raise ValueError(
                 f"precision must be one of {sorted(_PRECISIONS)}; got {self.precision!r}."
             )
+        self._check_label_smoothing()
         if reset:
             images = as_image_batch(X, self.image_shape, estimator_name=name)
         else:
@@ -738,6 +748,24 @@ class CKDNetClassifier(NeuralNetClassifier):
                 else compute_class_weight(self.class_weight, classes=known, y=y)
             )
         return images, self._encode_labels(y)
+
+    def _check_label_smoothing(self):
+        value = self.label_smoothing
+        if not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            raise ValueError(f"label_smoothing must be a number in [0, 1); got {value!r}.")
+        if not value or "label_smoothing" in self.get_params_for("criterion"):
+            return
+        criterion = self.criterion if isinstance(self.criterion, type) else type(self.criterion)
+        try:
+            accepts = "label_smoothing" in inspect.signature(criterion).parameters
+        except (TypeError, ValueError):
+            accepts = True
+        if not accepts:
+            raise ValueError(
+                f"label_smoothing={value!r} needs a criterion that accepts it, such as "
+                f"torch.nn.CrossEntropyLoss; {criterion.__name__} does not. Pass "
+                "label_smoothing=0."
+            )
 
     def _encode_labels(self, y):
         order = np.argsort(self.classes_, kind="stable")
@@ -809,6 +837,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         weights = getattr(self, "class_weight_", None)
         if weights is not None and "weight" not in kwargs:
             kwargs["weight"] = torch.as_tensor(weights, dtype=torch.float32)
+        if self.label_smoothing and "label_smoothing" not in kwargs:
+            kwargs["label_smoothing"] = self.label_smoothing
         self.criterion_ = self.initialized_instance(self.criterion, kwargs)
         return self
 

@@ -96,7 +96,12 @@ class CKDNet(nn.Module):
     standardize : bool, default=False
         Standardise each image (zero mean, unit variance per channel)
         before the first block, so that series exported with different
-        intensity windows reach the convolutions alike.
+        intensity windows reach the convolutions alike. "Images" one
+        pixel high or wide (tabular rows) are left as they are. Off by
+        default: a finding that shifts an image's mean or spread (a bright
+        stone, a large cyst) then changes every standardised pixel, which
+        lets the network use the whole image as evidence and makes
+        Grad-CAM maps less local.
 
     Attributes
     ----------
@@ -149,7 +154,7 @@ class CKDNet(nn.Module):
         self.cam_layer = f"features.{depth - 1}"
 
     def forward(self, x):
-        if self.standardize:
+        if self.standardize and min(x.shape[-2:]) > 1:
             mean = x.mean(dim=(-2, -1), keepdim=True)
             std = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
             x = (x - mean) / (std + 1e-5)

@@ -48,8 +48,8 @@ def paper_classifier(max_epochs=20, random_state=0):
     -------
     classifier : CKDNetClassifier
         :class:`~ckdlearn.nets.PaperCNN` on 3 x 28 x 28 input, Adam at
-        1e-3, batch size 32 (Keras' default), no augmentation and no
-        learning-rate schedule.
+        1e-3, batch size 32 (Keras' default), plain cross-entropy, no
+        augmentation and no learning-rate schedule.
 
     Examples
     --------
@@ -65,6 +65,7 @@ def paper_classifier(max_epochs=20, random_state=0):
         max_epochs=max_epochs,
         batch_size=32,
         augment=None,
+        label_smoothing=0.0,
         callbacks__lr_scheduler=None,
         random_state=random_state,
     )

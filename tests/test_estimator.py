@@ -163,7 +163,7 @@ def test_standardize_makes_the_network_blind_to_intensity_windows():
     torch.manual_seed(0)
     images = torch.rand(4, 1, 16, 16)
     net = CKDNet(n_classes=3, width=4, depth=2, standardize=True).eval()
-    plain = CKDNet(n_classes=3, width=4, depth=2).eval()
+    plain = CKDNet(n_classes=3, width=4, depth=2, standardize=False).eval()
     plain.load_state_dict(net.state_dict())
     rewindowed = 0.3 * images + 0.5  # another export window of the same slices
     torch.testing.assert_close(net(rewindowed), net(images), atol=1e-4, rtol=1e-4)
@@ -241,6 +241,29 @@ def test_learning_rate_follows_cosine_schedule(blob_data):
     assert lrs[-1] < 0.1 * 0.2
     flat = tiny(max_epochs=3, callbacks__lr_scheduler=None).fit(X, y)
     assert "event_lr" not in flat.history_[-1]
+
+
+def test_label_smoothing_reaches_the_criterion(blob_data):
+    X, y = blob_data
+    assert tiny().fit(X, y).criterion_.label_smoothing == pytest.approx(0.1)
+    assert tiny(label_smoothing=0).fit(X, y).criterion_.label_smoothing == 0
+    routed = tiny(criterion__label_smoothing=0.3).fit(X, y)
+    assert routed.criterion_.label_smoothing == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, "0.1", None])
+def test_label_smoothing_out_of_range_is_refused(blob_data, value):
+    X, y = blob_data
+    with pytest.raises(ValueError, match="label_smoothing must be a number in"):
+        tiny(label_smoothing=value).fit(X, y)
+
+
+def test_label_smoothing_needs_a_criterion_that_takes_it(blob_data):
+    X, y = blob_data
+    with pytest.raises(ValueError, match="NLLLoss does not"):
+        tiny(criterion=torch.nn.NLLLoss).fit(X, y)
+    # Without smoothing any criterion goes.
+    tiny(criterion=torch.nn.NLLLoss, label_smoothing=0).fit(X, y)
 
 
 def test_bf16_precision_trains_and_returns_float32(blob_data):
