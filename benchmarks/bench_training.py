@@ -95,8 +95,8 @@ def best_of(sides, repeats):
 
 def plain_fit(X, y, *, image_size, width, depth, batch_size, epochs, lr, channels_last, seed=0):
     """Train CKDNet the way a hand-written loop does: tensors in memory,
-    contiguous slices as batches (no shuffling, as CKDNetClassifier's
-    default), AdamW, cross-entropy."""
+    a fresh permutation each epoch (CKDNetClassifier shuffles too), AdamW,
+    cross-entropy."""
     from ckdlearn.nets import CKDNet
 
     torch.manual_seed(seed)
@@ -109,9 +109,11 @@ def plain_fit(X, y, *, image_size, width, depth, batch_size, epochs, lr, channel
     targets = torch.from_numpy(y)
     model.train()
     for _ in range(epochs):
+        order = torch.randperm(len(images))
         for start in range(0, len(images), batch_size):
+            rows = order[start : start + batch_size]
             optimizer.zero_grad()
-            loss = criterion(model(images[start : start + batch_size]), targets[start : start + batch_size])
+            loss = criterion(model(images[rows]), targets[rows])
             loss.backward()
             optimizer.step()
     return model
@@ -149,6 +151,7 @@ def estimator(args, **params):
         module__width=args.width,
         module__depth=args.depth,
         augment=None,
+        label_smoothing=0.0,  # the plain loop's loss
         random_state=0,
     )
     channels_last = params.pop("_channels_last", True)

@@ -94,8 +94,8 @@ def main(argv=None):
         titles = [f"{y[test][p]} (correct)\nfaithfulness {gradcam[p]:.2f}" for p in picked]
         figure = plot_explanations(data.images[test][picked], heatmaps[picked],
                                    titles=titles, ncols=4)
-        figure.suptitle(f"{name}: Grad-CAM on unseen scan series")
-        figure.savefig(out / f"faithfulness-recipe-{index}.png", dpi=80)
+        figure.suptitle(f"{name}: Grad-CAM on unseen scan series", y=1.04)
+        figure.savefig(out / f"faithfulness-recipe-{index}.png", dpi=80, bbox_inches="tight")
     (out / "faithfulness-recipes.json").write_text(json.dumps(summary, indent=2))
     return 0
 

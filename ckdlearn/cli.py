@@ -57,6 +57,13 @@ def cmd_demo(args):
         out,
         cv=cv,
         title="ckdlearn demo: SMOTE + CKDNetClassifier on the shipped CT sample",
+        description=(
+            "The sample holds 24 scan series, so each fold trains on about 16 and "
+            "tests on the rest: the scores below are noisy and far from what the "
+            "same recipe reaches on the full dataset (macro-F1 about 0.53 with "
+            "81 series, benchmarks/ACCURACY.md). The demo shows the workflow and "
+            "its checks; train on your own folder with ckdlearn train."
+        ),
         config={**config, "image_size": 64, "cv": repr(cv)},
         force=args.force,
         progress=_progress,

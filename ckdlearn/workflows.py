@@ -448,6 +448,7 @@ def report_evaluation(
     *,
     cv,
     title="ckdlearn evaluation",
+    description=None,
     config=None,
     cases_per_class=2,
     force=False,
@@ -465,6 +466,9 @@ def report_evaluation(
     cv : int or splitter
         Folds; grouped by ``dataset.groups``.
     title : str
+    description : str or None
+        A paragraph shown under the title (e.g. what the data is and what
+        the scores can say).
     config : dict or None
         Settings shown in the report.
     cases_per_class : int, default=2
@@ -491,6 +495,8 @@ def report_evaluation(
     progress(str(result))
 
     report = Report(title)
+    if description:
+        report.add_text(description)
     _data_section(report, dataset, y, groups)
     _scores_section(report, result)
     _calibration_section(report, result)
