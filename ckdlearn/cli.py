@@ -277,7 +277,10 @@ def build_parser():
     train_cmd = add("train", cmd_train, "Train on a labelled folder (CT KIDNEY layout or class folders).")
     train_cmd.add_argument("data", help="dataset folder")
     train_cmd.add_argument("--out", required=True, help="model file to write (.ckdl)")
-    train_cmd.add_argument("--image-size", type=int, default=64, help="pixels per side (default: 64)")
+    train_cmd.add_argument(
+        "--image-size", type=int, default=96,
+        help="pixels per side (default: 96; generalised better than 64 px to unseen scan series, see benchmarks/ACCURACY.md)",
+    )
     train_cmd.add_argument("--epochs", type=int, default=20)
     train_cmd.add_argument("--lr", type=float, default=1e-3)
     train_cmd.add_argument("--batch-size", type=int, default=32)
