@@ -14,7 +14,7 @@ recipe.
 
 Run from the repository root::
 
-    python benchmarks/faithfulness_recipes.py [--data ../shared/data/ct-kidney]
+    python benchmarks/faithfulness_recipes.py [--data ../shared/data/ct-kidney] [--recipes 0 1 2]
 """
 
 import argparse
@@ -43,6 +43,7 @@ RECIPES = {
         label_smoothing=0.0,
     ),
     "default": {},
+    "default without label smoothing": dict(label_smoothing=0.0),
 }
 
 
@@ -52,6 +53,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--recipes", type=int, nargs="+", default=list(range(len(RECIPES))),
+                        help="indices of the recipes to run (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -64,6 +67,8 @@ def main(argv=None):
     rng = np.random.RandomState(0)
     summary = {}
     for index, (name, params) in enumerate(RECIPES.items()):
+        if index not in args.recipes:
+            continue
         started = time.perf_counter()
         pipe = make_pipeline(
             LeanSMOTE(random_state=0),
@@ -96,7 +101,9 @@ def main(argv=None):
                                    titles=titles, ncols=4)
         figure.suptitle(f"{name}: Grad-CAM on unseen scan series", y=1.04)
         figure.savefig(out / f"faithfulness-recipe-{index}.png", dpi=80, bbox_inches="tight")
-    (out / "faithfulness-recipes.json").write_text(json.dumps(summary, indent=2))
+    results = out / "faithfulness-recipes.json"
+    previous = json.loads(results.read_text()) if results.exists() else {}
+    results.write_text(json.dumps({**previous, **summary}, indent=2))
     return 0
 
 
