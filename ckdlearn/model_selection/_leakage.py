@@ -813,9 +813,15 @@ def _compare(
     if train_rows is not None:
         exact = np.column_stack([train_rows[exact[:, 0]], test_rows[exact[:, 1]]])
         near = np.column_stack([train_rows[near[:, 0]], test_rows[near[:, 1]]])
+    return _report(len(train_hashes), len(test_hashes), exact, near, distances,
+                   near_threshold, max_shift, thumbnail_size)
+
+
+def _report(n_train, n_test, exact, near, distances, near_threshold, max_shift, thumbnail_size):
+    """The LeakageReport of matched pairs, with the settings that found them."""
     return LeakageReport(
-        n_train=len(train_hashes),
-        n_test=len(test_hashes),
+        n_train=n_train,
+        n_test=n_test,
         exact_pairs=exact,
         near_pairs=near,
         near_distances=distances,
@@ -953,16 +959,8 @@ def audit_leakage(
         max_shift=max_shift,
         thumbnail_size=thumbnail_size,
     )
-    return LeakageReport(
-        n_train=len(train_images),
-        n_test=len(test_images),
-        exact_pairs=exact,
-        near_pairs=near,
-        near_distances=distances,
-        near_threshold=near_threshold,
-        max_shift=max_shift,
-        thumbnail_size=thumbnail_size,
-    )
+    return _report(len(train_images), len(test_images), exact, near, distances,
+                   near_threshold, max_shift, thumbnail_size)
 
 
 def _resolve_cv(cv, y, groups):
