@@ -178,6 +178,10 @@ def reproduce_paper(
         duplicate audit of protocol 1's split; ``print(result)`` shows a
         table.
     """
+    unknown = set(protocols) - {"1", "2", "3"}
+    if unknown:
+        raise ValueError(f"protocols must be among '1', '2', '3'; got {sorted(unknown)}.")
+    classifier = default_classifier or CKDNetClassifier(random_state=random_state)
     say = progress or (lambda message: None)
     cv = StratifiedGroupKFold(n_splits, shuffle=True, random_state=random_state)
     protocols_run = {}
@@ -192,9 +196,6 @@ def reproduce_paper(
     y = classes[small.target]
     X_rgb = as_paper_rgb(small.images)
 
-    unknown = set(protocols) - {"1", "2", "3"}
-    if unknown:
-        raise ValueError(f"protocols must be among '1', '2', '3'; got {sorted(unknown)}.")
     audit = None
     if "1" in protocols:
         protocols_run["1"], audit = _paper_protocol(X_rgb, y, classes, max_epochs, random_state, say)
@@ -203,7 +204,6 @@ def reproduce_paper(
             X_rgb, y, groups, classes, cv, max_epochs, random_state, n_splits, say
         )
     if "3" in protocols:
-        classifier = default_classifier or CKDNetClassifier(random_state=random_state)
         protocols_run["3"] = _default_honestly(
             data.data, y, groups, classes, cv, classifier, random_state, default_image_size, say
         )
@@ -212,7 +212,7 @@ def reproduce_paper(
         "max_epochs": max_epochs,
         "n_splits": n_splits,
         "default_image_size": default_image_size,
-        "default_classifier": repr(default_classifier or CKDNetClassifier(random_state=random_state)),
+        "default_classifier": repr(classifier),
         "random_state": random_state,
         "n_images": int(len(y)),
     }

@@ -78,3 +78,9 @@ def test_reproduce_paper_command(small_dataset, tmp_path, capsys):
     assert "protocol" in capsys.readouterr().out
     status = main(["reproduce-paper", "--data", str(small_dataset), "--protocols", "4"])
     assert status == 1
+
+
+def test_unknown_protocol_is_refused_before_any_work(tmp_path):
+    # The folder does not exist: the protocols are checked before loading.
+    with pytest.raises(ValueError, match=r"protocols must be among '1', '2', '3'; got \['4'\]"):
+        reproduce_paper(tmp_path / "missing", protocols=["1", "4"])
