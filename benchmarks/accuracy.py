@@ -36,6 +36,12 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "ct-kidney"
 
 
+def mild_augment():
+    """CTAugment with its first defaults: half today's ranges."""
+    return CTAugment(rotation=10.0, translation=0.06, scale=(0.9, 1.1),
+                     contrast=0.2, brightness=0.05, gamma=0.2, noise=0.02)
+
+
 def build(args):
     params = dict(random_state=args.seed, precision=args.precision)
     for name in ("max_epochs", "lr", "batch_size"):
@@ -53,9 +59,7 @@ def build(args):
     if args.augment == "none":
         params["augment"] = None
     elif args.augment == "mild":
-        # CTAugment's defaults before ckdlearn 0.1: half today's ranges.
-        params["augment"] = CTAugment(rotation=10.0, translation=0.06, scale=(0.9, 1.1),
-                                      contrast=0.2, brightness=0.05, gamma=0.2, noise=0.02)
+        params["augment"] = mild_augment()
     if args.label_smoothing is not None:
         params["label_smoothing"] = args.label_smoothing
     if args.weight_decay is not None:

@@ -29,17 +29,17 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.augmentation import CTAugment
 from ckdlearn.cam import compute_heatmaps, faithfulness_scores
 from ckdlearn.datasets import load_ct_kidney
 from ckdlearn.over_sampling import LeanSMOTE
 from ckdlearn.plotting import plot_explanations
 
+from accuracy import mild_augment  # benchmarks/accuracy.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 RECIPES = {
     "first default (mild augmentation, no label smoothing)": dict(
-        augment=CTAugment(rotation=10.0, translation=0.06, scale=(0.9, 1.1),
-                          contrast=0.2, brightness=0.05, gamma=0.2, noise=0.02),
+        augment=mild_augment(),
         label_smoothing=0.0,
     ),
     "default": {},

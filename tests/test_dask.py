@@ -23,7 +23,7 @@ from sklearn.model_selection import (  # noqa: E402
     cross_validate,
 )
 
-from ckdlearn import CKDNetClassifier  # noqa: E402
+from helpers import tiny_classifier  # noqa: E402
 
 
 def _torch_threads():
@@ -48,14 +48,7 @@ def client():
 def _pipeline():
     return make_pipeline(
         SMOTE(k_neighbors=3, random_state=0),
-        CKDNetClassifier(
-            max_epochs=3,
-            batch_size=16,
-            module__width=4,
-            module__depth=2,
-            augment=None,
-            random_state=0,
-        ),
+        tiny_classifier(max_epochs=3),
     )
 
 
