@@ -25,11 +25,14 @@ import numpy as np
 import torch
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import make_pipeline
+from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
 from ckdlearn.augmentation import CTAugment
+from ckdlearn.cam import compute_heatmaps, faithfulness_scores
 from ckdlearn.datasets import load_ct_kidney
+from ckdlearn.metrics import expected_calibration_error
 from ckdlearn.model_selection import evaluate
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +43,97 @@ def mild_augment():
     """CTAugment with its first defaults: half today's ranges."""
     return CTAugment(rotation=10.0, translation=0.06, scale=(0.9, 1.1),
                      contrast=0.2, brightness=0.05, gamma=0.2, noise=0.02)
+
+
+def faithfulness_summary(model, X, y, random_state=0):
+    """Deletion faithfulness of Grad-CAM, against a random map, on held-out slices.
+
+    Grad-CAM of the predicted class for every slice, scored with
+    ``confidence_drop`` (the predicted class's probability lost when the
+    20% most relevant pixels are imputed away). The same score for a
+    random map on the same network and images is the reference: the
+    margin over it is what compares across networks.
+    """
+    images = model.to_images(X)
+    predicted = model.predict_proba(X).argmax(1)
+    heatmaps, _ = compute_heatmaps(model.module_, images, predicted)
+    gradcam = faithfulness_scores(model.module_, images, predicted, heatmaps)
+    rng = np.random.RandomState(random_state)
+    random_maps = rng.rand(*heatmaps.shape).astype(np.float32)
+    random = faithfulness_scores(model.module_, images, predicted, random_maps)
+    y = np.asarray(y)
+    return {
+        "gradcam_confidence_drop": float(gradcam.mean()),
+        "random_map_confidence_drop": float(random.mean()),
+        "gradcam_over_random": float(gradcam.mean() - random.mean()),
+        "gradcam_beats_random_share": float(np.mean(gradcam > random)),
+        "per_class_gradcam": {str(c): float(gradcam[y == c].mean()) for c in np.unique(y)},
+        "heatmaps": heatmaps,
+        "scores": gradcam,
+        "predicted": model.classes_[predicted],
+    }
+
+
+def hflip(X, image_size):
+    """Left-right mirror of flattened square images."""
+    return X.reshape(len(X), image_size, image_size)[:, :, ::-1].reshape(len(X), -1)
+
+
+def extra_figures(result, X, y, args):
+    """Flip test-time augmentation and Grad-CAM faithfulness, per fold and pooled."""
+    extra = {}
+    if args.tta:
+        proba = np.empty_like(result.y_proba)
+        position = np.empty(len(X), dtype=int)
+        position[result.indices] = np.arange(len(result.indices))
+        for (_, test), estimator in zip(result.splits, result.estimators):
+            both = estimator.predict_proba(X[test]) + estimator.predict_proba(hflip(X[test], args.image_size))
+            proba[position[test]] = both / 2
+        y_true = y[result.indices]
+        y_pred = result.classes[proba.argmax(1)]
+        extra["tta_hflip"] = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+            "recall": recall_score(y_true, y_pred, average=None, labels=result.classes).tolist(),
+            "ece": float(expected_calibration_error(y_true, proba, labels=result.classes)),
+        }
+        print("flip TTA:", extra["tta_hflip"], flush=True)
+    if args.faithfulness:
+        folds = []
+        for (_, test), estimator in zip(result.splits, result.estimators):
+            model = estimator[-1] if hasattr(estimator, "steps") else estimator
+            summary = faithfulness_summary(model, X[test], y[test])
+            folds.append({k: v for k, v in summary.items()
+                          if k not in ("heatmaps", "scores", "predicted")})
+        extra["faithfulness"] = {
+            "folds": folds,
+            **{key: float(np.mean([f[key] for f in folds])) for key in (
+                "gradcam_confidence_drop", "random_map_confidence_drop",
+                "gradcam_over_random", "gradcam_beats_random_share")},
+        }
+        print("faithfulness:", {k: v for k, v in extra["faithfulness"].items() if k != "folds"},
+              flush=True)
+    return extra
+
+
+def per_series(result, y, groups):
+    """Share of each held-out scan series' slices classified correctly."""
+    y_true = y[result.indices]
+    correct = result.y_pred == y_true
+    series = groups[result.indices]
+    rows = []
+    for group in np.unique(series):
+        mask = series == group
+        predicted, counts = np.unique(result.y_pred[mask], return_counts=True)
+        rows.append({
+            "series": group.item() if hasattr(group, "item") else group,
+            "class": str(y_true[mask][0]),
+            "fold": int(result.fold[mask][0]),
+            "n_slices": int(mask.sum()),
+            "accuracy": float(correct[mask].mean()),
+            "most_predicted": str(predicted[counts.argmax()]),
+        })
+    return rows
 
 
 def build(args):
@@ -62,6 +156,8 @@ def build(args):
         params["augment"] = mild_augment()
     if args.label_smoothing is not None:
         params["label_smoothing"] = args.label_smoothing
+    if args.mixup is not None:
+        params["mixup"] = args.mixup
     if args.weight_decay is not None:
         params["optimizer__weight_decay"] = args.weight_decay
     if args.method == "class-weight":
@@ -90,10 +186,15 @@ def main(argv=None):
     parser.add_argument("--standardize", action="store_true",
                         help="CKDNet(standardize=True): per-image standardisation")
     parser.add_argument("--label-smoothing", type=float, default=None)
+    parser.add_argument("--mixup", type=float, default=None)
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--precision", default="32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--tta", action="store_true",
+                        help="also score the mean of predictions on each slice and its mirror")
+    parser.add_argument("--faithfulness", action="store_true",
+                        help="also score Grad-CAM's deletion faithfulness on every fold")
     parser.add_argument("--record", action="store_true", help="append a row to ACCURACY.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -103,9 +204,12 @@ def main(argv=None):
     y = np.asarray(data.target_names)[data.target]
     estimator = build(args)
     cv = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed)
-    result = evaluate(estimator, data.data, y, groups=data.groups, cv=cv, audit=True)
+    keep = args.tta or args.faithfulness
+    result = evaluate(estimator, data.data, y, groups=data.groups, cv=cv, audit=True,
+                      return_estimator=keep)
+    print(result, flush=True)
+    extra = extra_figures(result, data.data, y, args) if keep else {}
     seconds = time.perf_counter() - started
-    print(result)
     print(f"wall time {seconds:.0f} s")
 
     summary = {
@@ -115,6 +219,8 @@ def main(argv=None):
         "seconds": seconds,
         "fit_seconds_per_fold": result.fit_time.tolist(),
         **result.to_dict(),
+        **extra,
+        "per_series": per_series(result, y, np.asarray(data.groups)),
     }
     out = HERE / "results" / f"accuracy-{args.name}.json"
     out.parent.mkdir(exist_ok=True)

@@ -266,6 +266,51 @@ def test_label_smoothing_needs_a_criterion_that_takes_it(blob_data):
     tiny(criterion=torch.nn.NLLLoss, label_smoothing=0).fit(X, y)
 
 
+def test_mixup_blends_each_batch_with_a_shuffled_copy(blob_data):
+    X, y = blob_data
+    seen = {}
+
+    def record(images):
+        seen["augmented"] = images.clone()
+        return images
+
+    class RecordForwardInput(Callback):
+        def on_train_begin(self, net, **kwargs):
+            net.module_.register_forward_pre_hook(
+                lambda module, args: seen.setdefault("forward", args[0].detach().clone())
+            )
+
+    tiny(mixup=0.4, augment=record, max_epochs=1, batch_size=len(X),
+         callbacks=[RecordForwardInput()]).fit(X, y)
+    before, after = seen["augmented"], seen["forward"]
+    # A blend with a permutation of the same batch: images change, the
+    # batch mean does not.
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after.mean(0), before.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_mixup_is_reproducible_and_changes_training(blob_data):
+    X, y = blob_data
+    first = tiny(mixup=0.4).fit(X, y).predict_proba(X)
+    again = tiny(mixup=0.4).fit(X, y).predict_proba(X)
+    plain = tiny().fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, plain)
+
+
+def test_mixup_still_learns(blob_data):
+    X, y = blob_data
+    clf = tiny(mixup=0.4, max_epochs=8, lr=1e-2).fit(X, y)
+    assert clf.score(X, y) > 0.9
+
+
+@pytest.mark.parametrize("value", [-0.2, float("inf"), float("nan"), "0.2", None])
+def test_mixup_out_of_range_is_refused(blob_data, value):
+    X, y = blob_data
+    with pytest.raises(ValueError, match="mixup must be a finite number >= 0"):
+        tiny(mixup=value).fit(X, y)
+
+
 def test_bf16_precision_trains_and_returns_float32(blob_data):
     X, y = blob_data
     clf = tiny(precision="bf16").fit(X, y)
