@@ -50,23 +50,29 @@ def faithfulness_summary(model, X, y, random_state=0):
 
     Grad-CAM of the predicted class for every slice, scored with
     ``confidence_drop`` (the predicted class's probability lost when the
-    20% most relevant pixels are imputed away). The same score for a
-    random map on the same network and images is the reference: the
-    margin over it is what compares across networks.
+    20% most relevant pixels are imputed away) and ``decision_flip`` (the
+    share of predictions that removal changes, which does not depend on
+    the network's confidence). The same scores for a random map on the
+    same network and images are the reference.
     """
     images = model.to_images(X)
     predicted = model.predict_proba(X).argmax(1)
     heatmaps, _ = compute_heatmaps(model.module_, images, predicted)
-    gradcam = faithfulness_scores(model.module_, images, predicted, heatmaps)
     rng = np.random.RandomState(random_state)
     random_maps = rng.rand(*heatmaps.shape).astype(np.float32)
-    random = faithfulness_scores(model.module_, images, predicted, random_maps)
+
+    def score(maps, metric):
+        return faithfulness_scores(model.module_, images, predicted, maps, metric=metric)
+
+    gradcam, random = score(heatmaps, "confidence_drop"), score(random_maps, "confidence_drop")
     y = np.asarray(y)
     return {
         "gradcam_confidence_drop": float(gradcam.mean()),
         "random_map_confidence_drop": float(random.mean()),
         "gradcam_over_random": float(gradcam.mean() - random.mean()),
         "gradcam_beats_random_share": float(np.mean(gradcam > random)),
+        "gradcam_decision_flip": float(score(heatmaps, "decision_flip").mean()),
+        "random_map_decision_flip": float(score(random_maps, "decision_flip").mean()),
         "per_class_gradcam": {str(c): float(gradcam[y == c].mean()) for c in np.unique(y)},
         "heatmaps": heatmaps,
         "scores": gradcam,
@@ -109,7 +115,8 @@ def extra_figures(result, X, y, args):
             "folds": folds,
             **{key: float(np.mean([f[key] for f in folds])) for key in (
                 "gradcam_confidence_drop", "random_map_confidence_drop",
-                "gradcam_over_random", "gradcam_beats_random_share")},
+                "gradcam_over_random", "gradcam_beats_random_share",
+                "gradcam_decision_flip", "random_map_decision_flip")},
         }
         print("faithfulness:", {k: v for k, v in extra["faithfulness"].items() if k != "folds"},
               flush=True)

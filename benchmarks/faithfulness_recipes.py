@@ -29,12 +29,11 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.cam import compute_heatmaps, faithfulness_scores
 from ckdlearn.datasets import load_ct_kidney
 from ckdlearn.over_sampling import LeanSMOTE
 from ckdlearn.plotting import plot_explanations
 
-from accuracy import mild_augment  # benchmarks/accuracy.py, beside this script
+from accuracy import faithfulness_summary, mild_augment  # benchmarks/accuracy.py
 
 HERE = Path(__file__).resolve().parent
 RECIPES = {
@@ -42,8 +41,9 @@ RECIPES = {
         augment=mild_augment(),
         label_smoothing=0.0,
     ),
-    "default": {},
-    "default without label smoothing": dict(label_smoothing=0.0),
+    "larger augmentation, label smoothing 0.1": dict(label_smoothing=0.1),
+    "larger augmentation, no label smoothing": dict(label_smoothing=0.0),
+    "larger augmentation, no label smoothing, mixup 0.2": dict(label_smoothing=0.0, mixup=0.2),
 }
 
 
@@ -51,6 +51,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "ct-kidney"))
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--recipes", type=int, nargs="+", default=list(range(len(RECIPES))),
@@ -60,11 +61,10 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = load_ct_kidney(args.data, image_size=64)
+    data = load_ct_kidney(args.data, image_size=args.image_size)
     y = np.asarray(data.target_names)[data.target]
     cv = StratifiedGroupKFold(5, shuffle=True, random_state=0)
     train, test = next(cv.split(data.data, y, data.groups))
-    rng = np.random.RandomState(0)
     summary = {}
     for index, (name, params) in enumerate(RECIPES.items()):
         if index not in args.recipes:
@@ -75,23 +75,14 @@ def main(argv=None):
             CKDNetClassifier(max_epochs=args.epochs, precision="bf16", random_state=0, **params),
         ).fit(data.data[train], y[train])
         model = pipe[-1]
-        images = model.to_images(data.data[test])
-        predicted = model.predict_proba(data.data[test]).argmax(1)
-        heatmaps, _ = compute_heatmaps(model.module_, images, predicted)
-        gradcam = faithfulness_scores(model.module_, images, predicted, heatmaps)
-        random_maps = rng.rand(*heatmaps.shape).astype(np.float32)
-        random = faithfulness_scores(model.module_, images, predicted, random_maps)
-        y_pred = model.classes_[predicted]
-        summary[name] = {
+        scores = faithfulness_summary(model, data.data[test], y[test])
+        gradcam, heatmaps, y_pred = scores.pop("scores"), scores.pop("heatmaps"), scores.pop("predicted")
+        summary[f"{name}, {args.image_size} px"] = {
             "macro_f1_fold1": float(f1_score(y[test], y_pred, average="macro")),
-            "gradcam_confidence_drop": float(gradcam.mean()),
-            "random_map_confidence_drop": float(random.mean()),
-            "gradcam_over_random": float(gradcam.mean() - random.mean()),
-            "gradcam_beats_random_share": float(np.mean(gradcam > random)),
-            "per_class_gradcam": {c: float(gradcam[y[test] == c].mean()) for c in data.target_names},
+            **scores,
             "seconds": time.perf_counter() - started,
         }
-        print(name, json.dumps(summary[name], indent=1), flush=True)
+        print(name, json.dumps(summary[f"{name}, {args.image_size} px"], indent=1), flush=True)
         # Two correctly classified held-out slices per class, if there are any.
         picked = np.concatenate([
             np.flatnonzero((y[test] == c) & (y_pred == c))[:2] for c in data.target_names
@@ -100,7 +91,8 @@ def main(argv=None):
         figure = plot_explanations(data.images[test][picked], heatmaps[picked],
                                    titles=titles, ncols=4)
         figure.suptitle(f"{name}: Grad-CAM on unseen scan series", y=1.04)
-        figure.savefig(out / f"faithfulness-recipe-{index}.png", dpi=80, bbox_inches="tight")
+        figure.savefig(out / f"faithfulness-recipe-{index}-{args.image_size}px.png", dpi=80,
+                       bbox_inches="tight")
     results = out / "faithfulness-recipes.json"
     previous = json.loads(results.read_text()) if results.exists() else {}
     results.write_text(json.dumps({**previous, **summary}, indent=2))

@@ -97,6 +97,7 @@ CAM_METHODS = MappingProxyType(
 FAITHFULNESS_METRICS = MappingProxyType(
     {
         "confidence_drop": 80,
+        "decision_flip": 80,
         "road": (20, 40, 60, 80),
         "cam_mult": None,
     }
@@ -345,6 +346,14 @@ def faithfulness_scores(
       linear imputation (they are filled in from their neighbours). Near 0
       or negative: removing what the map marks does not matter to the
       network.
+    * ``"decision_flip"``: 1 when the explained class is the network's top
+      class before the most relevant pixels are removed (as for
+      ``"confidence_drop"``) and no longer after, 0 when removal changes
+      nothing, -1 when the class becomes the top one. Its mean is the
+      share of decisions the marked pixels carry. It depends only on which
+      class wins, not on how confident the network is, so unlike the
+      probability-unit metrics it compares networks of different
+      calibration (label smoothing, temperature scaling).
     * ``"road"``: ROAD (Rong et al., 2022, "A consistent and efficient
       evaluation strategy for attribution methods"), as pytorch-grad-cam's
       ``ROADCombined``: the mean over ``percentile`` thresholds (default
@@ -355,9 +364,11 @@ def faithfulness_scores(
       ``p(image * heatmap) - p(image)``, in [-1, 1]: keeping only what the
       map marks should keep the prediction (0 or above).
 
-    Scores compare heatmaps of the *same* network and images (methods,
-    layers, a map against a random one); they are not calibrated across
-    networks or data sets.
+    Scores in probability units compare heatmaps of the *same* network and
+    images (methods, layers, a map against a random one): a network that
+    is less confident has less probability to lose. Across networks,
+    compare ``"decision_flip"`` or each network's margin over a random
+    map.
 
     Parameters
     ----------
@@ -370,14 +381,16 @@ def faithfulness_scores(
     heatmaps : ndarray of shape (n, H, W)
         One heatmap per image, e.g. from :func:`compute_heatmaps`; larger
         means more relevant.
-    metric : {"confidence_drop", "road", "cam_mult"}, default="confidence_drop"
+    metric : {"confidence_drop", "decision_flip", "road", "cam_mult"}, \
+            default="confidence_drop"
         See above and :data:`FAITHFULNESS_METRICS`.
     percentile : float, sequence of float or None, default=None
         Heatmap percentile(s) in (0, 100) that split the pixels, as in
         pytorch-grad-cam's ROAD metrics: at ``percentile=80``, the 20 % of
         pixels with the largest heatmap values are the "most relevant" and
         the 20 % with the smallest the "least relevant". One number for
-        ``"confidence_drop"``, one or more for ``"road"``; not used by
+        ``"confidence_drop"`` and ``"decision_flip"``, one or more for
+        ``"road"``; not used by
         ``"cam_mult"``. None takes the metric's default from
         :data:`FAITHFULNESS_METRICS`. Ties between equal heatmap values are
         broken at random, so exactly that share of pixels is removed even
@@ -472,6 +485,7 @@ def faithfulness_scores(
                 scores[start:stop] = change
                 continue
             before = _target_scores(logits, targets)
+            was_top = logits.argmax(dim=-1).cpu().numpy() == np.asarray(classes)
             batch_scores = np.zeros(stop - start, dtype=np.float32)
             for step, threshold in enumerate(percentiles):
                 removal = dict(
@@ -481,11 +495,14 @@ def faithfulness_scores(
                     # scores do not depend on batch_size.
                     seeds=[(seed, start + i, step) for i in range(stop - start)],
                 )
-                most_removed = _scores_after_removal(most_relevant_first=True, **removal)
+                most_removed, top_after = _scores_after_removal(most_relevant_first=True, **removal)
                 if metric == "confidence_drop":
                     batch_scores += before - most_removed
+                elif metric == "decision_flip":
+                    is_top = top_after == np.asarray(classes)
+                    batch_scores += was_top.astype(np.float32) - is_top.astype(np.float32)
                 else:
-                    least_removed = _scores_after_removal(most_relevant_first=False, **removal)
+                    least_removed, _ = _scores_after_removal(most_relevant_first=False, **removal)
                     batch_scores += (least_removed - most_removed) / 2
             scores[start:stop] = batch_scores / len(percentiles)
     return scores
@@ -498,7 +515,8 @@ def _target_scores(logits, targets):
 def _scores_after_removal(
     module, images, heatmaps, targets, percentile, imputer, seeds, most_relevant_first
 ):
-    """Target scores once each image has lost its most (least) relevant pixels."""
+    """Target scores and top classes once each image has lost its most
+    (least) relevant pixels."""
     perturbed = [
         _remove_ranked(
             image, heatmap, percentile, most_relevant_first, imputer,
@@ -507,7 +525,7 @@ def _scores_after_removal(
         for image, heatmap, image_seed in zip(images.cpu(), heatmaps, seeds)
     ]
     outputs = module(torch.stack(perturbed).to(images.device))
-    return _target_scores(outputs, targets)
+    return _target_scores(outputs, targets), outputs.argmax(dim=-1).cpu().numpy()
 
 
 def _remove_ranked(image, heatmap, percentile, most_relevant_first, imputer, rng):
@@ -883,9 +901,9 @@ def _check_percentiles(metric, percentile):
     if percentile is None:
         percentile = default
     values = np.atleast_1d(np.asarray(percentile, dtype=float))
-    if metric == "confidence_drop" and values.size != 1:
+    if metric != "road" and values.size != 1:
         raise ValueError(
-            f'metric="confidence_drop" takes one percentile; got {percentile!r}. '
+            f"metric={metric!r} takes one percentile; got {percentile!r}. "
             'Use metric="road" to average over several.'
         )
     if values.ndim != 1 or values.size == 0 or not np.all((values > 0) & (values < 100)):

@@ -60,8 +60,8 @@ def cmd_demo(args):
         description=(
             "The sample holds 24 scan series, so each fold trains on about 16 and "
             "tests on the rest: the scores below are noisy and far from what the "
-            "same recipe reaches on the full dataset (macro-F1 about 0.53 with "
-            "81 series, benchmarks/ACCURACY.md). The demo shows the workflow and "
+            "same recipe reaches on the full dataset (macro-F1 0.51 at 64 px and "
+            "0.57 at 96 px with 81 series, benchmarks/ACCURACY.md). The demo shows the workflow and "
             "its checks; train on your own folder with ckdlearn train."
         ),
         config={**config, "image_size": 64, "cv": repr(cv)},

@@ -245,8 +245,8 @@ def test_learning_rate_follows_cosine_schedule(blob_data):
 
 def test_label_smoothing_reaches_the_criterion(blob_data):
     X, y = blob_data
-    assert tiny().fit(X, y).criterion_.label_smoothing == pytest.approx(0.1)
-    assert tiny(label_smoothing=0).fit(X, y).criterion_.label_smoothing == 0
+    assert tiny().fit(X, y).criterion_.label_smoothing == 0
+    assert tiny(label_smoothing=0.1).fit(X, y).criterion_.label_smoothing == pytest.approx(0.1)
     routed = tiny(criterion__label_smoothing=0.3).fit(X, y)
     assert routed.criterion_.label_smoothing == pytest.approx(0.3)
 
@@ -261,9 +261,9 @@ def test_label_smoothing_out_of_range_is_refused(blob_data, value):
 def test_label_smoothing_needs_a_criterion_that_takes_it(blob_data):
     X, y = blob_data
     with pytest.raises(ValueError, match="NLLLoss does not"):
-        tiny(criterion=torch.nn.NLLLoss).fit(X, y)
-    # Without smoothing any criterion goes.
-    tiny(criterion=torch.nn.NLLLoss, label_smoothing=0).fit(X, y)
+        tiny(criterion=torch.nn.NLLLoss, label_smoothing=0.1).fit(X, y)
+    # Without smoothing (the default) any criterion goes.
+    tiny(criterion=torch.nn.NLLLoss).fit(X, y)
 
 
 def test_mixup_blends_each_batch_with_a_shuffled_copy(blob_data):

@@ -508,13 +508,54 @@ def test_faithful_heatmaps_score_higher(fitted, stone_images, metric):
     assert gradcam.dtype == np.float32 and gradcam.shape == (len(images),)
     assert gradcam.mean() > inverted.mean() + 0.05
     assert gradcam.mean() > random.mean() + 0.05
-    assert np.mean(gradcam > inverted) >= 0.9
+    if metric == "decision_flip":
+        # Per image the score is 1 (flipped), 0 or -1: ties are common.
+        assert set(np.unique(gradcam)) <= {-1.0, 0.0, 1.0}
+        assert np.mean(gradcam >= inverted) >= 0.9
+    else:
+        assert np.mean(gradcam > inverted) >= 0.9
     # The metric itself ranks the true region above its complement.
     truth = masks.astype(np.float32)
     assert score(truth).mean() > score(1 - truth).mean() + 0.05
     assert state_bytes(module) == before
     assert_no_hooks(module)
     assert all(p.grad is None for p in module.parameters())
+
+
+class _Scaled(torch.nn.Module):
+    """A network whose logits are multiplied by a temperature."""
+
+    def __init__(self, module, factor):
+        super().__init__()
+        self.module, self.factor = module, factor
+
+    def forward(self, x):
+        return self.module(x) * self.factor
+
+
+def test_decision_flip_ignores_confidence_but_confidence_drop_does_not(fitted, stone_images):
+    images, classes, _ = stone_images
+    heatmaps, _ = compute_heatmaps(fitted.module_, images, classes)
+
+    def score(module, metric):
+        return faithfulness_scores(module, images, classes, heatmaps, metric=metric)
+
+    softened = _Scaled(fitted.module_, 0.2)
+    flips = score(fitted.module_, "decision_flip")
+    np.testing.assert_array_equal(flips, score(softened, "decision_flip"))
+    assert flips.mean() > 0
+    # The same decisions, less confident: less probability to lose.
+    assert score(softened, "confidence_drop").mean() < score(fitted.module_, "confidence_drop").mean()
+
+
+def test_decision_flip_counts_a_decision_gained_as_minus_one(fitted, stone_images):
+    images, classes, masks = stone_images
+    # Explaining a class the network does not predict: removing pixels can
+    # only keep it out of first place (0) or bring it there (-1).
+    other = (classes + 1) % len(fitted.classes_)
+    scores = faithfulness_scores(fitted.module_, images, other, masks.astype(np.float32),
+                                 metric="decision_flip")
+    assert set(np.unique(scores)) <= {-1.0, 0.0}
 
 
 def test_faithfulness_is_reproducible(fitted, stone_images):
@@ -545,6 +586,9 @@ def test_faithfulness_bad_arguments(fitted, stone_images):
         faithfulness_scores(module, images, classes, heatmaps, percentile=100)
     with pytest.raises(ValueError, match="takes one percentile"):
         faithfulness_scores(module, images, classes, heatmaps, percentile=[20, 80])
+    with pytest.raises(ValueError, match="'decision_flip' takes one percentile"):
+        faithfulness_scores(module, images, classes, heatmaps, percentile=[20, 80],
+                            metric="decision_flip")
     with pytest.raises(ValueError, match="heatmaps must be"):
         faithfulness_scores(module, images, classes, heatmaps[:, :8])
     with pytest.raises(ValueError, match="only 2 outputs"):
