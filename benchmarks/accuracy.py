@@ -95,7 +95,7 @@ def extra_figures(result, X, y, args):
         for (_, test), estimator in zip(result.splits, result.estimators):
             both = estimator.predict_proba(X[test]) + estimator.predict_proba(hflip(X[test], args.image_size))
             proba[position[test]] = both / 2
-        y_true = y[result.indices]
+        y_true = result.y_true
         y_pred = result.classes[proba.argmax(1)]
         extra["tta_hflip"] = {
             "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -113,19 +113,18 @@ def extra_figures(result, X, y, args):
                           if k not in ("heatmaps", "scores", "predicted")})
         extra["faithfulness"] = {
             "folds": folds,
-            **{key: float(np.mean([f[key] for f in folds])) for key in (
-                "gradcam_confidence_drop", "random_map_confidence_drop",
-                "gradcam_over_random", "gradcam_beats_random_share",
-                "gradcam_decision_flip", "random_map_decision_flip")},
+            # Mean over folds of every summary figure (not the per-class dicts).
+            **{key: float(np.mean([f[key] for f in folds]))
+               for key, value in folds[0].items() if isinstance(value, float)},
         }
         print("faithfulness:", {k: v for k, v in extra["faithfulness"].items() if k != "folds"},
               flush=True)
     return extra
 
 
-def per_series(result, y, groups):
+def per_series(result, groups):
     """Share of each held-out scan series' slices classified correctly."""
-    y_true = y[result.indices]
+    y_true = result.y_true
     correct = result.y_pred == y_true
     series = groups[result.indices]
     rows = []
@@ -227,7 +226,7 @@ def main(argv=None):
         "fit_seconds_per_fold": result.fit_time.tolist(),
         **result.to_dict(),
         **extra,
-        "per_series": per_series(result, y, np.asarray(data.groups)),
+        "per_series": per_series(result, np.asarray(data.groups)),
     }
     out = HERE / "results" / f"accuracy-{args.name}.json"
     out.parent.mkdir(exist_ok=True)

@@ -77,12 +77,13 @@ def main(argv=None):
         model = pipe[-1]
         scores = faithfulness_summary(model, data.data[test], y[test])
         gradcam, heatmaps, y_pred = scores.pop("scores"), scores.pop("heatmaps"), scores.pop("predicted")
-        summary[f"{name}, {args.image_size} px"] = {
+        key = f"{name}, {args.image_size} px"
+        summary[key] = {
             "macro_f1_fold1": float(f1_score(y[test], y_pred, average="macro")),
             **scores,
             "seconds": time.perf_counter() - started,
         }
-        print(name, json.dumps(summary[f"{name}, {args.image_size} px"], indent=1), flush=True)
+        print(name, json.dumps(summary[key], indent=1), flush=True)
         # Two correctly classified held-out slices per class, if there are any.
         picked = np.concatenate([
             np.flatnonzero((y[test] == c) & (y_pred == c))[:2] for c in data.target_names

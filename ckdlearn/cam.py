@@ -485,7 +485,7 @@ def faithfulness_scores(
                 scores[start:stop] = change
                 continue
             before = _target_scores(logits, targets)
-            was_top = logits.argmax(dim=-1).cpu().numpy() == np.asarray(classes)
+            was_top = logits.argmax(dim=-1).cpu().numpy() == classes
             batch_scores = np.zeros(stop - start, dtype=np.float32)
             for step, threshold in enumerate(percentiles):
                 removal = dict(
@@ -499,7 +499,7 @@ def faithfulness_scores(
                 if metric == "confidence_drop":
                     batch_scores += before - most_removed
                 elif metric == "decision_flip":
-                    is_top = top_after == np.asarray(classes)
+                    is_top = top_after == classes
                     batch_scores += was_top.astype(np.float32) - is_top.astype(np.float32)
                 else:
                     least_removed, _ = _scores_after_removal(most_relevant_first=False, **removal)

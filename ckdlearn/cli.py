@@ -61,8 +61,8 @@ def cmd_demo(args):
             "The sample holds 24 scan series, so each fold trains on about 16 and "
             "tests on the rest: the scores below are noisy and far from what the "
             "same recipe reaches on the full dataset (macro-F1 0.51 at 64 px and "
-            "0.57 at 96 px with 81 series, benchmarks/ACCURACY.md). The demo shows the workflow and "
-            "its checks; train on your own folder with ckdlearn train."
+            "0.57 at 96 px with 81 series, benchmarks/ACCURACY.md). The demo shows "
+            "the workflow and its checks; train on your own folder with ckdlearn train."
         ),
         config={**config, "image_size": 64, "cv": repr(cv)},
         force=args.force,
