@@ -145,7 +145,7 @@ def cmd_predict(args):
         writer.writerows(rows)
         text = buffer.getvalue()
     if args.output:
-        from .persistence import atomic_write_bytes
+        from ._files import atomic_write_bytes
 
         atomic_write_bytes(Path(args.output), text.encode(), overwrite=args.force)
         _progress(f"wrote {len(rows)} predictions to {args.output}")
@@ -228,7 +228,7 @@ def cmd_reproduce_paper(args):
     )
     print(result)
     if args.json:
-        from .persistence import atomic_write_bytes
+        from ._files import atomic_write_bytes
 
         atomic_write_bytes(
             Path(args.json), json.dumps(result.to_dict(), indent=2).encode(), overwrite=args.force

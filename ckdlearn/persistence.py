@@ -81,17 +81,15 @@ What a file holds, and what it does not
 """
 
 import errno
+import io
 import json
 import math
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 import zlib
-from contextlib import suppress
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,6 +98,7 @@ from safetensors.torch import save as _write_safetensors
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
+from ._files import atomic_write_bytes, check_outputs
 from ._version import __version__, library_versions
 from .augmentation import CTAugment
 from .estimator import CKDNetClassifier, CosineAnnealing, as_image_batch
@@ -616,9 +615,7 @@ def save(estimator, path, *, overwrite=False):
     >>> np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     True
     """
-    path = Path(os.fspath(path))
-    if not overwrite and os.path.lexists(path):
-        raise _exists_error(path)
+    path = check_outputs([path], overwrite=overwrite)[0]
     _check_saveable(estimator)
     writer = _Writer()
     tree = writer.value(estimator, type(estimator).__name__)
@@ -631,13 +628,11 @@ def save(estimator, path, *, overwrite=False):
     model_json = (_format_json(document) + "\n").encode("utf-8")
     weights = _write_safetensors(writer.tensors, metadata={"format": "pt"})
 
-    def write_archive(handle):
-        with zipfile.ZipFile(handle, "w") as archive:
-            archive.writestr(_member(MODEL_MEMBER, zipfile.ZIP_DEFLATED), model_json)
-            archive.writestr(_member(WEIGHTS_MEMBER, zipfile.ZIP_STORED), weights)
-
-    _atomic_write(path, write_archive, overwrite=overwrite)
-    return path
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(_member(MODEL_MEMBER, zipfile.ZIP_DEFLATED), model_json)
+        archive.writestr(_member(WEIGHTS_MEMBER, zipfile.ZIP_STORED), weights)
+    return atomic_write_bytes(path, buffer.getvalue(), overwrite=overwrite)
 
 
 def _format_json(value, indent=0):
@@ -662,123 +657,6 @@ def _member(name, compression):
     info.compress_type = compression
     info.external_attr = 0o644 << 16
     return info
-
-
-def _exists_error(path):
-    return FileExistsError(
-        errno.EEXIST,
-        f"{os.fspath(path)!r} already exists; pass overwrite=True to replace it, "
-        "or choose another name",
-        os.fspath(path),
-    )
-
-
-def atomic_write_bytes(path, data, *, overwrite=False):
-    """Write ``data`` to ``path`` atomically.
-
-    The bytes go to a temporary file in the same folder, which is flushed
-    to disk and then renamed onto ``path``: a crash or an error leaves
-    either the old file or the new one, never a partial file, and no
-    temporary file behind.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file to write; its folder must exist.
-    data : bytes
-        The complete contents.
-    overwrite : bool, default=False
-        Replace an existing file.
-
-    Returns
-    -------
-    path : pathlib.Path
-
-    Raises
-    ------
-    FileExistsError
-        If ``path`` exists and ``overwrite`` is False.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from ckdlearn.persistence import atomic_write_bytes
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     path = atomic_write_bytes(Path(folder) / "notes.txt", b"hello")
-    ...     print(path.read_bytes())
-    b'hello'
-    """
-    path = Path(os.fspath(path))
-    if not overwrite and os.path.lexists(path):
-        raise _exists_error(path)
-    _atomic_write(path, lambda handle: handle.write(data), overwrite=overwrite)
-    return path
-
-
-def _atomic_write(path, write, *, overwrite):
-    directory = path.parent
-    if not directory.is_dir():
-        raise FileNotFoundError(
-            errno.ENOENT, f"No folder {os.fspath(directory)!r} to write {path.name!r} in; "
-            "create it first", os.fspath(directory)
-        )
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, _file_mode(path))
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            _publish_new(temporary, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-
-
-def _publish_new(temporary, path):
-    """Move ``temporary`` to ``path`` unless a file appeared there meanwhile."""
-    try:
-        # A hard link fails if the target exists, with no window in which
-        # another writer's file could be replaced.
-        os.link(temporary, path)
-    except FileExistsError:
-        raise _exists_error(path) from None
-    except OSError:  # the file system has no hard links
-        if os.path.lexists(path):
-            raise _exists_error(path) from None
-        os.replace(temporary, path)
-        return
-    os.unlink(temporary)
-
-
-def _file_mode(path):
-    with suppress(OSError):
-        return os.stat(path).st_mode & 0o777
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_directory(directory):
-    # Makes the rename itself durable; not possible on every platform.
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 # --- reading --------------------------------------------------------------------
