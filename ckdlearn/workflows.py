@@ -19,7 +19,6 @@ from .datasets import load_ct_kidney, read_images
 from .estimator import CKDNetClassifier
 from .metrics import expected_calibration_error
 from .model_selection import evaluate
-from .persistence import load as load_model
 from .persistence import save as save_model
 from .plotting import plot_confusion_matrix, plot_explanations, plot_reliability_diagram
 from .report import Report, prepare_output_path

@@ -306,9 +306,10 @@ def test_invalid_data_raises_a_clear_error(data, change, message):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"scoring": 3}, ValueError, r"scoring must be"),
+        ({"scoring": 3}, ValueError, r"'scoring' parameter of evaluate must be"),
         ({"audit_params": {"threshold": 0.1}}, ValueError, r"unknown keys \['threshold'\]"),
-        ({"audit_params": {"near_threshold": 5}}, ValueError, r"^near_threshold must be"),
+        ({"audit_params": {"near_threshold": 5}}, ValueError,
+         r"^The 'near_threshold' parameter of evaluate's audit must be a float in the range"),
         ({"n_bins": 0}, ValueError, r"n_bins"),
     ],
 )
@@ -320,5 +321,5 @@ def test_invalid_options_raise(data, kwargs, error, message):
 
 def test_estimator_must_fit_and_predict(data):
     X, y, groups = data
-    with pytest.raises(TypeError, match="fit and predict"):
+    with pytest.raises(TypeError, match="implementing 'fit' and 'predict'"):
         evaluate(SMOTE(), X, y, groups=groups)

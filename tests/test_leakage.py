@@ -10,8 +10,7 @@ from scipy import sparse
 from sklearn.model_selection import GroupKFold, KFold
 
 from ckdlearn.model_selection import LeakageReport, audit_cv, audit_leakage
-from ckdlearn.model_selection import _leakage
-from ckdlearn.model_selection._leakage import _duplicate_pairs
+from ckdlearn._fingerprints import Fingerprints, duplicate_pairs, duplicate_pairs_within
 
 REAL_DATA = (
     Path(__file__).resolve().parents[2]
@@ -174,7 +173,7 @@ def test_constant_images_match_only_exactly():
 
 
 # --------------------------------------------------------------------------
-# The shared pair search (_duplicate_pairs), also used by infer_scan_groups
+# The shared pair search (ckdlearn._fingerprints), also used by infer_scan_groups
 
 
 def duplicate_rich_images(size=64):
@@ -207,76 +206,93 @@ def self_audit_pairs(images, **kwargs):
     return found
 
 
+def within(images, **kwargs):
+    settings = {"max_shift": 1, "thumbnail_size": 16, **kwargs}
+    threshold = settings.pop("near_threshold", 0.15)
+    fingerprints = Fingerprints(images, **settings, shifted=False)
+    return duplicate_pairs_within(fingerprints, near_threshold=threshold)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{}, {"max_shift": 0}, {"max_shift": 2}, {"near_threshold": 0.4}, {"thumbnail_size": 8}],
 )
-def test_pairs_within_one_set_are_the_self_audits(kwargs, monkeypatch):
+def test_pairs_within_one_set_are_the_self_audits(kwargs):
     images = duplicate_rich_images()
     exact_expected, near_expected = self_audit_pairs(images, **kwargs)
-    # Small blocks (4 images) and chunks (3 images): candidate columns
-    # differ from block to block.
-    monkeypatch.setattr(_leakage, "_LEAN_BLOCK_VALUES", 9 * len(images) * 4)
-    monkeypatch.setattr(_leakage, "_LEAN_CHUNK_VALUES", 3 * 64 * 64)
-    exact, near, distances = _duplicate_pairs(images, **kwargs)
+    exact, near, distances = within(images, **kwargs)
 
     assert pair_set(exact) == exact_expected and len(exact_expected) >= 2
+    assert pair_set(near) == near_expected and len(near_expected) > 50
     assert np.all(exact[:, 0] < exact[:, 1]) and np.all(near[:, 0] < near[:, 1])
     assert len(near) == len(pair_set(near))
     assert np.array_equal(near, near[np.lexsort((near[:, 1], near[:, 0]))])
-    assert np.all(distances <= kwargs.get("near_threshold", 0.15) + 1e-6)
-    assert len(near_expected) > 50
-    # The search within one set is pruned: it rules out only pairs that
-    # cannot match, but pairs at the threshold may round differently in the
-    # last bits of float32.
-    loose = pair_set(_duplicate_pairs(images, margin=1e-4, **kwargs)[1])
-    assert near_expected <= loose and pair_set(near) <= loose
-    assert len(pair_set(near) ^ near_expected) <= 1
+    assert np.all(distances <= kwargs.get("near_threshold", 0.15))
 
 
-@pytest.mark.parametrize("lazy", [False, True])
-@pytest.mark.parametrize("block_values", [540, 4608])
-def test_pruned_search_finds_the_same_pairs_as_the_full_one(lazy, block_values):
+def test_a_pair_has_one_distance_in_every_search():
+    """Within one set, between two sets and in any fold, a pair's distance is
+    the same to the last bit: it is computed from the two thumbnails alone."""
     images = duplicate_rich_images()
-    train, test = images[:90], images[60:]
-    shifts = _leakage._shift_offsets(1)
-    train_thumbs = _leakage._thumbnails(train, 16, [(0, 0)])[0]
-    test_thumbs = _leakage._thumbnails(test, 16, shifts)
-    # 540 values: blocks of 1 test image, columns in pieces of 60; 4608:
-    # blocks of 2 test images (each block's shifted thumbnails are 4608).
-    searched = _leakage._LazyThumbnails(test, 16, shifts, 5) if lazy else test_thumbs
-    for margin in (0.0, 1e-5):
-        full = _leakage._near_pairs(train_thumbs, test_thumbs, 0.15, margin)
-        pruned = _leakage._near_pairs(
-            train_thumbs, searched, 0.15, margin, prune=True, block_values=block_values
+    _, near, distances = within(images)
+    whole = dict(zip(map(tuple, near.tolist()), distances))
+    rng = np.random.default_rng(0)
+    fingerprints = Fingerprints(images, max_shift=1, thumbnail_size=16)
+    for _ in range(3):
+        order = rng.permutation(len(images))
+        train, test = order[:60], order[60:]
+        _, pairs, found = duplicate_pairs(
+            fingerprints.take(train), fingerprints.take(test), near_threshold=0.15
         )
-        order = np.lexsort((pruned[0][:, 0], pruned[0][:, 1]))
-        full_order = np.lexsort((full[0][:, 0], full[0][:, 1]))
-        np.testing.assert_array_equal(full[0][full_order], pruned[0][order])
-        np.testing.assert_allclose(full[1][full_order], pruned[1][order], atol=1e-3)
-        assert len(full[0]) > 20
+        both = audit_leakage(images[train], images[test])
+        np.testing.assert_array_equal(pairs, both.near_pairs)
+        np.testing.assert_array_equal(found, both.near_distances)
+        for (i, j), distance in zip(pairs.tolist(), found):
+            i, j = train[i], test[j]
+            # The within-set distance is the smaller of the two directions.
+            assert whole[(min(i, j), max(i, j))] <= distance
+
+
+def test_identical_thumbnails_are_at_distance_zero():
+    """Different pixels, equal block means: distance exactly 0, on any CPU."""
+    rng = np.random.default_rng(0)
+    images = np.round(smooth_images(6) * 128) / 128  # sums are exact in float64
+    moved = images.copy()
+    # Within each 4x4 block (64 px -> 16x16 thumbnails), move some intensity
+    # from one pixel to its neighbour: every block mean stays the same.
+    rows, cols = rng.integers(0, 16, 40) * 4, rng.integers(0, 16, 40) * 4
+    moved[:, rows, cols] += 1 / 128
+    moved[:, rows + 1, cols] -= 1 / 128
+    report = audit_leakage(images, moved, max_shift=0)
+    assert report.n_exact == 0
+    np.testing.assert_array_equal(report.near_pairs, [[k, k] for k in range(6)])
+    np.testing.assert_array_equal(report.near_distances, 0.0)
+    exact_copy = audit_leakage(images[:3], images[:3].copy())
+    assert exact_copy.n_exact == 3 and exact_copy.n_near == 0
 
 
 def test_pairs_between_two_sets_are_the_audits():
     images = duplicate_rich_images()
     train, test = images[::2], images[1::2]
     report = audit_leakage(train, test)
-    exact, near, distances = _duplicate_pairs(train, test)
+    exact, near, distances = duplicate_pairs(
+        Fingerprints(train, max_shift=1, thumbnail_size=16, shifted=False),
+        Fingerprints(test, max_shift=1, thumbnail_size=16),
+    )
     np.testing.assert_array_equal(exact, report.exact_pairs)
     np.testing.assert_array_equal(near, report.near_pairs)
     np.testing.assert_array_equal(distances, report.near_distances)
     assert report.n_near > 10
 
 
-def test_margin_widens_the_threshold_by_a_correlation():
+def test_a_larger_threshold_finds_a_superset():
     images = duplicate_rich_images()
-    _, near, distances = _duplicate_pairs(images)
+    _, near, distances = within(images)
     threshold = float(np.sort(distances)[len(distances) // 2])
-    strict = pair_set(_duplicate_pairs(images, near_threshold=threshold)[1])
-    # 0.01 in correlation is about 0.03 in distance at this threshold.
-    wide = pair_set(_duplicate_pairs(images, near_threshold=threshold, margin=0.01)[1])
-    widest = pair_set(_duplicate_pairs(images, near_threshold=np.sqrt(threshold**2 + 0.02))[1])
-    assert strict < wide and wide == widest
+    strict = within(images, near_threshold=threshold)
+    expected = {pair for pair, d in zip(map(tuple, near.tolist()), distances) if d <= threshold}
+    assert pair_set(strict[1]) == expected
+    assert pair_set(strict[1]) < pair_set(near)
 
 
 # --------------------------------------------------------------------------
@@ -343,10 +359,10 @@ def test_inputs_are_not_modified():
         (np.zeros((3, 64)), np.zeros((0, 64)), {}, r"X_test is empty"),
         (np.zeros(64), np.zeros((3, 64)), {}, r"got a 1-D array.*X_train\[np.newaxis\]"),
         (np.zeros((3, 50)), np.zeros((3, 50)), {}, r"50 features .* not a square.*image_shape"),
-        (np.zeros((3, 64)), np.zeros((3, 64)), {"image_shape": (4, 8)}, r"holds 32 pixels"),
+        (np.zeros((3, 64)), np.zeros((3, 64)), {"image_shape": (4, 8)}, r"holds 32 values per image"),
         (np.zeros((3, 8, 8)), np.zeros((3, 8, 8)), {"image_shape": (4, 16)}, r"image_shape"),
         (np.zeros((3, 64)), np.zeros((3, 64)), {"image_shape": (8,)}, r"image_shape must be"),
-        (np.zeros((3, 64)), np.zeros((3, 64)), {"image_shape": "8x8"}, r"image_shape must be"),
+        (np.zeros((3, 64)), np.zeros((3, 64)), {"image_shape": "8x8"}, r"'image_shape' parameter of audit_leakage must be"),
         (np.zeros((3, 64)), np.zeros((3, 64)), {"near_threshold": -0.1}, r"near_threshold"),
         (np.zeros((3, 64)), np.zeros((3, 64)), {"near_threshold": 3}, r"near_threshold"),
         (np.zeros((3, 64)), np.zeros((3, 64)), {"max_shift": -1}, r"max_shift"),
@@ -370,8 +386,10 @@ def test_non_finite_values_are_rejected_with_their_index(bad_value):
 def test_sparse_and_non_numeric_input_are_rejected():
     with pytest.raises(TypeError, match="sparse.*toarray"):
         audit_leakage(sparse.csr_matrix(np.eye(4, 16)), np.zeros((2, 16)))
-    with pytest.raises(TypeError, match="must hold numbers"):
+    with pytest.raises(ValueError, match="must hold numbers.*could not convert string"):
         audit_leakage(np.array([["a"] * 16]), np.zeros((2, 16)))
+    with pytest.raises(TypeError, match="must hold numbers"):
+        audit_leakage(np.array([[{"a": 1}] * 16], dtype=object), np.zeros((2, 16)))
 
 
 # --------------------------------------------------------------------------

@@ -5,44 +5,51 @@ applied to all images before a random slice-level split. ``evaluate``
 makes the honest protocol the default: resampling happens inside the
 pipeline, on training folds only; folds split by scan series; every fold
 is audited for duplicated images; and calibration is reported with
-accuracy.
+accuracy. The folds run through scikit-learn's ``cross_validate``; what is
+ckdlearn's own is the audit, the pooled out-of-fold predictions and the
+scores computed from them.
 """
 
-import numbers
 import time
 import warnings
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
-    get_scorer,
     precision_recall_fscore_support,
     roc_auc_score,
 )
-from sklearn.utils.parallel import Parallel, delayed
+from sklearn.model_selection import cross_validate
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import (
+    HasMethods,
+    validate_parameter_constraints,
+    validate_params,
+)
 
+from .._fingerprints import DEFAULT_NEAR_THRESHOLD
 from ..metrics import expected_calibration_error
+from ..validation import IntegerInterval, check_images
 from ._leakage import (
-    DEFAULT_NEAR_THRESHOLD,
+    FINGERPRINT_CONSTRAINTS,
     LeakageWarning,
-    _audit_splits,
-    _check_params,
-    _prepare,
-    _resolve_cv,
-    _split_indices,
+    audit_splits,
+    resolve_cv,
+    split_indices,
 )
 
 __all__ = ["EvaluationResult", "evaluate"]
 
 _BUILTIN_METRICS = ("accuracy", "macro_f1", "roc_auc_ovr", "ece")
+_AUDIT_DEFAULTS = {"near_threshold": DEFAULT_NEAR_THRESHOLD, "max_shift": 1, "thumbnail_size": 16}
 
 
-class EvaluationResult:
+class EvaluationResult(Bunch):
     """Per-fold and pooled scores of a cross-validated classifier.
 
+    A :class:`sklearn.utils.Bunch`: every attribute is also a key.
     Returned by :func:`evaluate`; not meant to be built by hand.
 
     Attributes
@@ -85,10 +92,6 @@ class EvaluationResult:
     grouped : bool
         Whether groups were given.
     """
-
-    def __init__(self, **attributes):
-        for name, value in attributes.items():
-            setattr(self, name, value)
 
     @property
     def n_folds(self):
@@ -177,30 +180,6 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
-def _check_scoring(scoring):
-    """Return {name: scorer} for the extra metrics asked for."""
-    if scoring is None:
-        return {}
-    if isinstance(scoring, str):
-        return {scoring: get_scorer(scoring)}
-    if callable(scoring):
-        return {"score": scoring}
-    if isinstance(scoring, dict):
-        return {
-            name: get_scorer(scorer) if isinstance(scorer, str) else scorer
-            for name, scorer in scoring.items()
-        }
-    if isinstance(scoring, (list, tuple, set, frozenset)) and all(
-        isinstance(name, str) for name in scoring
-    ):
-        return {name: get_scorer(name) for name in scoring}
-    raise ValueError(
-        "scoring must be None, a scorer name (e.g. 'balanced_accuracy'), a "
-        "callable scorer(estimator, X, y), a list of names, or a dict of "
-        f"name to scorer; got {scoring!r}."
-    )
-
-
 def _macro_roc_auc_ovr(y_true, y_proba, classes):
     """Mean one-vs-rest ROC AUC over the classes it is defined for.
 
@@ -215,55 +194,37 @@ def _macro_roc_auc_ovr(y_true, y_proba, classes):
     return float(np.mean(per_class)) if per_class else float("nan")
 
 
-def _builtin_scores(y_true, y_pred, y_proba, classes, n_bins):
+def _scores(y_true, y_pred, y_proba, classes, n_bins):
+    """The built-in metrics, and per-class precision and recall."""
     scores = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
     if y_proba is not None:
         scores["roc_auc_ovr"] = _macro_roc_auc_ovr(y_true, y_proba, classes)
-        scores["ece"] = expected_calibration_error(
-            y_true, y_proba, labels=classes, n_bins=n_bins
-        )
+        scores["ece"] = expected_calibration_error(y_true, y_proba, labels=classes, n_bins=n_bins)
     precision, recall, _, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=np.nan
     )
     return scores, precision, recall
 
 
-def _fit_and_predict(estimator, X, y, train, test, classes, scorers, return_estimator):
-    start = time.perf_counter()
-    estimator.fit(X[train], y[train])
-    fit_time = time.perf_counter() - start
-
-    start = time.perf_counter()
-    X_test = X[test]
+def _predict_fold(estimator, X_test, classes):
+    """Labels and probabilities (columns of all ``classes``) of one fitted fold."""
     y_pred = np.asarray(estimator.predict(X_test))
-    y_proba = None
-    if hasattr(estimator, "predict_proba"):
-        raw_proba = np.asarray(estimator.predict_proba(X_test), dtype=np.float64)
-        # A training fold without some class gives fewer columns: map the
-        # estimator's classes onto the columns of all classes.
-        fitted_classes = np.asarray(getattr(estimator, "classes_", classes))
-        if raw_proba.shape[1] != len(fitted_classes):
-            raise ValueError(
-                f"predict_proba returned {raw_proba.shape[1]} columns but the "
-                f"estimator has {len(fitted_classes)} classes_."
-            )
-        y_proba = np.zeros((len(test), len(classes)))
-        y_proba[:, np.searchsorted(classes, fitted_classes)] = raw_proba
-    extra_scores = {
-        name: float(scorer(estimator, X_test, y[test])) for name, scorer in scorers.items()
-    }
-    score_time = time.perf_counter() - start
-    return {
-        "y_pred": y_pred,
-        "y_proba": y_proba,
-        "extra_scores": extra_scores,
-        "fit_time": fit_time,
-        "score_time": score_time,
-        "estimator": estimator if return_estimator else None,
-    }
+    if not hasattr(estimator, "predict_proba"):
+        return y_pred, None
+    raw = np.asarray(estimator.predict_proba(X_test), dtype=np.float64)
+    # A training fold without some class gives fewer columns.
+    fitted_classes = np.asarray(getattr(estimator, "classes_", classes))
+    if raw.shape[1] != len(fitted_classes):
+        raise ValueError(
+            f"predict_proba returned {raw.shape[1]} columns but the estimator has "
+            f"{len(fitted_classes)} classes_."
+        )
+    y_proba = np.zeros((len(X_test), len(classes)))
+    y_proba[:, np.searchsorted(classes, fitted_classes)] = raw
+    return y_pred, y_proba
 
 
 def _check_data(X, y, groups):
@@ -314,7 +275,24 @@ def _warn_if_groups_shared(splits, groups, cv):
         )
 
 
-def _warn_if_duplicates(reports):
+def _audit(X, splits, image_shape, audit_params):
+    """The leakage audit of every fold, warning when any fold leaks."""
+    params = {**_AUDIT_DEFAULTS, **(audit_params or {})}
+    unknown = set(params) - set(_AUDIT_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"audit_params accepts near_threshold, max_shift and "
+            f"thumbnail_size; got unknown keys {sorted(unknown)}."
+        )
+    validate_parameter_constraints(FINGERPRINT_CONSTRAINTS, params, caller_name="evaluate's audit")
+    try:
+        images = check_images(X, image_shape=image_shape, require_image=True)
+    except ValueError as error:
+        raise ValueError(
+            f"The leakage audit could not read X as images: {error} "
+            "Pass image_shape=, or audit=False to skip the audit."
+        ) from error
+    reports = audit_splits(images, splits, **params)
     leaky = [report for report in reports if report.has_leakage]
     if leaky:
         mean_fraction = np.mean([report.leaked_fraction for report in reports])
@@ -328,8 +306,26 @@ def _warn_if_duplicates(reports):
             LeakageWarning,
             stacklevel=3,
         )
+    return reports
 
 
+@validate_params(
+    {
+        "estimator": [HasMethods(["fit", "predict"])],
+        "X": ["array-like"],
+        "y": ["array-like"],
+        "groups": ["array-like", None],
+        "cv": ["cv_object"],
+        "scoring": [str, callable, list, tuple, set, dict, None],
+        "n_jobs": [IntegerInterval(None, None, closed="neither"), None],
+        "return_estimator": ["boolean"],
+        "audit": ["boolean"],
+        "image_shape": ["array-like", None],
+        "audit_params": [dict, None],
+        "n_bins": [IntegerInterval(1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=False,
+)
 def evaluate(
     estimator,
     X,
@@ -461,17 +457,6 @@ def evaluate(
     (60, 2)
     """
     X, y, groups = _check_data(X, y, groups)
-    if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):
-        raise TypeError(
-            f"estimator must have fit and predict methods; got {estimator!r}."
-        )
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
-    scorers = {
-        name: scorer
-        for name, scorer in _check_scoring(scoring).items()
-        if name not in _BUILTIN_METRICS
-    }
     if groups is None:
         warnings.warn(
             "evaluate() got no groups, so the folds split CT slices without "
@@ -485,66 +470,56 @@ def evaluate(
             LeakageWarning,
             stacklevel=2,
         )
-    splitter = _resolve_cv(cv, y, groups)
-    splits = _split_indices(splitter, X, y, groups)
+    splitter = resolve_cv(cv, y, groups)
+    splits = split_indices(splitter, X, y, groups)
     if groups is not None:
         _warn_if_groups_shared(splits, groups, splitter)
+    leakage = _audit(X, splits, image_shape, audit_params) if audit else None
 
-    leakage = None
-    if audit:
-        audit_params = dict(audit_params or {})
-        unknown = set(audit_params) - {"near_threshold", "max_shift", "thumbnail_size"}
-        if unknown:
-            raise ValueError(
-                f"audit_params accepts near_threshold, max_shift and "
-                f"thumbnail_size; got unknown keys {sorted(unknown)}."
-            )
-        near_threshold = audit_params.get("near_threshold", DEFAULT_NEAR_THRESHOLD)
-        max_shift = audit_params.get("max_shift", 1)
-        thumbnail_size = audit_params.get("thumbnail_size", 16)
-        _check_params(near_threshold, max_shift, thumbnail_size)
-        try:
-            images = _prepare(X, "X", image_shape, near_threshold, max_shift, thumbnail_size)
-        except ValueError as error:
-            raise ValueError(
-                f"The leakage audit could not read X as images: {error} "
-                "Pass image_shape=, or audit=False to skip the audit."
-            ) from error
-        leakage = _audit_splits(images, splits, near_threshold, max_shift, thumbnail_size)
-        _warn_if_duplicates(leakage)
+    if isinstance(scoring, dict):
+        scoring = {name: scorer for name, scorer in scoring.items() if name not in _BUILTIN_METRICS}
+    elif isinstance(scoring, (list, tuple, set)):
+        scoring = [name for name in scoring if name not in _BUILTIN_METRICS]
+    elif isinstance(scoring, str) and scoring in _BUILTIN_METRICS:
+        scoring = None
+    extras = cross_validate(
+        estimator, X, y, cv=splits, scoring=scoring or None, n_jobs=n_jobs,
+        return_estimator=True, error_score="raise",
+    )
+    if not scoring:
+        extra_scores = {}
+    elif isinstance(scoring, str) or callable(scoring):
+        extra_scores = {scoring if isinstance(scoring, str) else "score": extras["test_score"]}
+    else:
+        extra_scores = {name: extras[f"test_{name}"] for name in scoring}
 
     classes = np.unique(y)
-    folds = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_predict)(
-            clone(estimator), X, y, train, test, classes, scorers, return_estimator
-        )
-        for train, test in splits
-    )
+    predictions, predict_time = [], []
+    for fitted, (_, test) in zip(extras["estimator"], splits):
+        started = time.perf_counter()
+        predictions.append(_predict_fold(fitted, X[test], classes))
+        predict_time.append(time.perf_counter() - started)
+    has_proba = all(proba is not None for _, proba in predictions)
 
-    has_proba = all(fold["y_proba"] is not None for fold in folds)
     fold_scores = {name: [] for name in _BUILTIN_METRICS[: 4 if has_proba else 2]}
-    fold_scores.update({name: [] for name in scorers})
     fold_precision, fold_recall = [], []
-    for (train, test), fold in zip(splits, folds):
-        scores, precision, recall = _builtin_scores(
-            y[test], fold["y_pred"], fold["y_proba"] if has_proba else None, classes, n_bins
+    for (_, test), (y_pred, y_proba) in zip(splits, predictions):
+        scores, precision, recall = _scores(
+            y[test], y_pred, y_proba if has_proba else None, classes, n_bins
         )
-        scores.update(fold["extra_scores"])
         for name in fold_scores:
             fold_scores[name].append(scores[name])
         fold_precision.append(precision)
         fold_recall.append(recall)
+    fold_scores.update(extra_scores)
 
     y_true = np.concatenate([y[test] for _, test in splits])
-    y_pred = np.concatenate([fold["y_pred"] for fold in folds])
-    y_proba = np.vstack([fold["y_proba"] for fold in folds]) if has_proba else None
-    pooled_scores, precision, recall = _builtin_scores(y_true, y_pred, y_proba, classes, n_bins)
-
+    y_pred = np.concatenate([y_pred for y_pred, _ in predictions])
+    y_proba = np.vstack([proba for _, proba in predictions]) if has_proba else None
+    pooled_scores, precision, recall = _scores(y_true, y_pred, y_proba, classes, n_bins)
     return EvaluationResult(
         classes=classes,
-        fold_scores={
-            name: np.asarray(values, dtype=np.float64) for name, values in fold_scores.items()
-        },
+        fold_scores={name: np.asarray(v, dtype=np.float64) for name, v in fold_scores.items()},
         pooled_scores=pooled_scores,
         fold_precision=np.asarray(fold_precision),
         fold_recall=np.asarray(fold_recall),
@@ -556,10 +531,10 @@ def evaluate(
         indices=np.concatenate([test for _, test in splits]),
         fold=np.concatenate([np.full(len(test), k) for k, (_, test) in enumerate(splits)]),
         splits=splits,
-        fit_time=np.array([fold["fit_time"] for fold in folds]),
-        score_time=np.array([fold["score_time"] for fold in folds]),
+        fit_time=np.asarray(extras["fit_time"]),
+        score_time=np.asarray(extras["score_time"]) + np.asarray(predict_time),
         leakage=leakage,
-        estimators=[fold["estimator"] for fold in folds] if return_estimator else None,
+        estimators=list(extras["estimator"]) if return_estimator else None,
         cv=splitter,
         grouped=groups is not None,
     )

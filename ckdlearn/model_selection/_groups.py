@@ -9,16 +9,15 @@ grouped cross-validation (``StratifiedGroupKFold``) can keep them whole.
 import re
 
 import numpy as np
+import numbers
+
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from threadpoolctl import threadpool_limits
+from sklearn.utils._param_validation import Interval, validate_params
 
-from ._leakage import (
-    DEFAULT_NEAR_THRESHOLD,
-    _check_max_shift,
-    _check_near_threshold,
-    _duplicate_pairs,
-)
+from .._fingerprints import DEFAULT_NEAR_THRESHOLD, Fingerprints, duplicate_pairs_within
+from ..validation import check_images
+from ._leakage import FINGERPRINT_CONSTRAINTS
 
 __all__ = ["infer_scan_groups"]
 
@@ -26,14 +25,17 @@ __all__ = ["infer_scan_groups"]
 # "Cyst- (1219).jpg" -> prefix "Cyst- (", number 1219, suffix ").jpg".
 _SLICE_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
-# Correlation below the audit's threshold still merged: a fold's audit
-# multiplies matrices of other shapes than the search over all slices, and
-# float32 rounding may then differ in the last bits (a few 1e-7 on the CT
-# KIDNEY slices; 1e-5 bounds the worst case for 16x16 thumbnails). At the
-# default distance of 0.15 this widens it by less than 1e-4.
-_ROUNDING_MARGIN = 1e-5
 
-
+@validate_params(
+    {
+        "images": ["array-like"],
+        "filenames": ["array-like"],
+        "change_threshold": [Interval(numbers.Real, 0, None, closed="left")],
+        "gap_change_threshold": [Interval(numbers.Real, 0, None, closed="left")],
+        **FINGERPRINT_CONSTRAINTS,
+    },
+    prefer_skip_nested_validation=True,
+)
 def infer_scan_groups(
     images,
     filenames,
@@ -91,8 +93,7 @@ def infer_scan_groups(
     thumbnail_size : int, default=16
         Side of the area-averaged thumbnails the distances are measured on,
         in the cuts and in the near-duplicate search (smaller images are
-        used at their own size). The near-duplicate search needs at least
-        2: at 1 it merges exact duplicates only.
+        used at their own size); at least 2, as in the audit.
 
     Returns
     -------
@@ -108,7 +109,7 @@ def infer_scan_groups(
         ``gap_change_threshold`` is negative, if ``near_threshold`` is not
         in [0, 2] or ``max_shift`` not a non-negative integer (the checks
         of :func:`~ckdlearn.model_selection.audit_leakage`), or if
-        ``thumbnail_size`` is not a positive integer.
+        ``thumbnail_size`` is below 2.
 
     See Also
     --------
@@ -144,8 +145,9 @@ def infer_scan_groups(
        the same anatomy exported under other numbers must not straddle a
        split. The pairs come from the audit's own search, run once within
        all slices and in both directions (whichever slice would be the
-       test one), with a margin of 1e-5 in correlation for float32
-       rounding. So the groups never leak by the audit's definition:
+       test one). Every pair's distance is computed from its two
+       thumbnails alone, in float64, so the audit of any fold finds the
+       same distance. So the groups never leak by the audit's definition:
        :func:`~ckdlearn.model_selection.audit_cv` with these groups, any
        splitter that keeps groups whole and the same ``near_threshold``,
        ``max_shift`` and ``thumbnail_size`` finds no duplicates across
@@ -210,8 +212,14 @@ def infer_scan_groups(
     >>> [report.n_leaked_test for report in reports]
     [0, 0, 0, 0, 0]
     """
-    _check_thumbnail_size(thumbnail_size)
-    slices = _as_slices(images)
+    if len(filenames) == 0 and np.ndim(images) == 3 and len(images) == 0:
+        return np.zeros(0, dtype=np.int64)
+    slices = check_images(images, name="images", require_image=True)
+    if slices.shape[1] != 1:
+        raise ValueError(
+            "images must have shape (n_slices, height, width) or (n_slices, "
+            f"height * width) of greyscale slices, got shape {np.shape(images)}."
+        )
     filenames = [str(name) for name in filenames]
     if len(filenames) != len(slices):
         raise ValueError(
@@ -219,100 +227,12 @@ def infer_scan_groups(
             f"{len(filenames)} names; pass one file name per slice, in the "
             "same order."
         )
-    for name, value in [
-        ("change_threshold", change_threshold),
-        ("gap_change_threshold", gap_change_threshold),
-    ]:
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(
-                f"{name} must be a non-negative distance on the [0, 1] "
-                f"intensity scale, got {value!r}."
-            )
-    # The checks of audit_leakage, with its messages.
-    _check_near_threshold(near_threshold)
-    _check_max_shift(max_shift)
-    n_slices = len(filenames)
-    if n_slices == 0:
-        return np.zeros(0, dtype=np.int64)
-
-    # Both steps run many small matrix products, each below a millisecond
-    # of work: handing them to several BLAS threads costs more than it
-    # saves, and far more (seconds in all) on a busy machine.
-    with threadpool_limits(limits=1, user_api="blas"):
-        series = _cut_sequences(
-            _area_thumbnails(slices, thumbnail_size),
-            filenames,
-            change_threshold,
-            gap_change_threshold,
-        )
-        series = _merge_duplicates(slices, series, near_threshold, max_shift, thumbnail_size)
-    return _number_by_first_appearance(series)
-
-
-def _check_thumbnail_size(thumbnail_size):
-    if (
-        isinstance(thumbnail_size, bool)
-        or not isinstance(thumbnail_size, (int, np.integer))
-        or thumbnail_size < 1
-    ):
-        raise ValueError(
-            f"thumbnail_size must be a positive integer, got {thumbnail_size!r}."
-        )
-
-
-def _as_slices(images):
-    """The images as an (n_slices, height, width) array (flat rows: square)."""
-    images = np.asarray(images)
-    if images.ndim == 2:
-        side = int(round(np.sqrt(images.shape[1])))
-        if side * side != images.shape[1]:
-            raise ValueError(
-                f"Flat images must be square, but {images.shape[1]} features "
-                "is not a square number; pass images of shape "
-                "(n_slices, height, width)."
-            )
-        images = images.reshape(len(images), side, side)
-    if images.ndim != 3 or min(images.shape[1:], default=0) < 1:
-        raise ValueError(
-            "images must have shape (n_slices, height, width) or "
-            f"(n_slices, height * width), got shape {images.shape}."
-        )
-    return images
-
-
-def _area_thumbnails(images, thumbnail_size):
-    """Area-average (n, height, width) slices to at most thumbnail_size square."""
-    n_slices, height, width = images.shape
-    rows = _area_weights(height, min(thumbnail_size, height))
-    cols = _area_weights(width, min(thumbnail_size, width))
-    scale = np.float32(1 / 255 if images.dtype == np.uint8 else 1)
-    thumbnails = np.empty((n_slices, rows.shape[0], cols.shape[0]), dtype=np.float32)
-    # Two plain matrix products per chunk of slices (columns, then rows):
-    # fast, and the work arrays stay a fraction of one chunk.
-    chunk = 64
-    for start in range(0, n_slices, chunk):
-        block = np.asarray(images[start : start + chunk], dtype=np.float32)
-        count = len(block)
-        narrow = (block.reshape(count * height, width) @ cols.T).reshape(count, height, -1)
-        narrow = narrow.transpose(0, 2, 1).reshape(-1, height) @ rows.T
-        narrow = narrow.reshape(count, cols.shape[0], rows.shape[0])
-        thumbnails[start : start + count] = narrow.transpose(0, 2, 1)
-    if images.dtype == np.uint8:
-        thumbnails *= scale
-    return thumbnails
-
-
-def _area_weights(size, n_cells):
-    """(n_cells, size) matrix averaging ``size`` pixels into ``n_cells`` cells.
-
-    Each weight is the part of a pixel inside a cell, so sizes that are not
-    a multiple of ``n_cells`` are averaged exactly too.
-    """
-    edges = np.linspace(0, size, n_cells + 1)
-    pixel = np.arange(size)
-    overlap = np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel)
-    overlap = np.clip(overlap, 0, None)
-    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+    fingerprints = Fingerprints(
+        slices, max_shift=max_shift, thumbnail_size=thumbnail_size, shifted=False
+    )
+    series = _cut_sequences(fingerprints.means, filenames, change_threshold, gap_change_threshold)
+    exact, near, _ = duplicate_pairs_within(fingerprints, near_threshold=near_threshold)
+    return _number_by_first_appearance(_merge(series, np.concatenate([exact, near])))
 
 
 def _sequence_key(filename):
@@ -371,23 +291,9 @@ def _cut_sequences(thumbnails, filenames, change_threshold, gap_change_threshold
     return labels
 
 
-def _merge_duplicates(slices, series, near_threshold, max_shift, thumbnail_size):
-    """Merge series that hold a pair of slices the leakage audit flags.
-
-    The pairs are those :func:`~ckdlearn.model_selection.audit_leakage`
-    would report between the two slices, whichever side of a split each
-    is on; series linked by any pair, directly or through others, become
-    one (connected components).
-    """
+def _merge(series, pairs):
+    """Merge the series linked by any pair of slices (connected components)."""
     n_series = int(series.max()) + 1
-    exact, near, _ = _duplicate_pairs(
-        slices[:, np.newaxis],
-        near_threshold=near_threshold,
-        max_shift=max_shift,
-        thumbnail_size=thumbnail_size,
-        margin=_ROUNDING_MARGIN,
-    )
-    pairs = np.concatenate([exact, near])
     first, second = series[pairs[:, 0]], series[pairs[:, 1]]
     across = first != second
     links = coo_matrix(

@@ -7,13 +7,11 @@ module finds such pairs, exact and near, so that a split can be checked
 before its score is believed.
 """
 
-import hashlib
 import html
 import numbers
 import warnings
 
 import numpy as np
-from scipy import sparse
 from sklearn.model_selection import (
     GroupKFold,
     KFold,
@@ -21,33 +19,20 @@ from sklearn.model_selection import (
     StratifiedKFold,
     check_cv,
 )
+from sklearn.utils._param_validation import Interval, validate_params
+
+from .._fingerprints import DEFAULT_NEAR_THRESHOLD, Fingerprints, duplicate_pairs
+from ..validation import IntegerInterval, check_images
 
 __all__ = ["LeakageWarning", "LeakageReport", "audit_leakage", "audit_cv"]
 
-#: Default largest thumbnail distance counted as a near duplicate; see the
-#: Notes of :func:`audit_leakage` for how it was chosen.
-DEFAULT_NEAR_THRESHOLD = 0.15
-
-# Images are processed in chunks of this many, so that memory stays
-# bounded (a chunk's integral images are a few tens of MiB at 128 px).
-_IMAGES_PER_CHUNK = 256
-# Upper bound on the similarity block (test chunk x all training images)
-# held at once: 8 Mi float32 values, 32 MiB.
-_SIMILARITY_BLOCK_VALUES = 8 * 1024 * 1024
-# A search within one set (infer_scan_groups, run by every load_ct_kidney
-# call) holds one unshifted thumbnail per image (1 KiB at 16x16) and small
-# work arrays, so that loading stays the output plus a small constant: its
-# products and blocks of shifted thumbnails hold at most this many values
-# (256 KiB of float32)...
-_LEAN_BLOCK_VALUES = 64 * 1024
-# ...and its images are hashed and shrunk to thumbnails in chunks of this
-# many pixels (512 KiB of float32; the float64 sums take about 2.5 times
-# that).
-_LEAN_CHUNK_VALUES = 128 * 1024
-# Slack on squared thumbnail distances when a search rules pairs out before
-# comparing shifts: far above float32 rounding (about 1e-6 here), far below
-# the distances that matter (0.15**2 = 0.0225).
-_PRUNE_TOLERANCE = 1e-3
+#: The constraints of the fingerprint settings, shared by every function
+#: that takes them.
+FINGERPRINT_CONSTRAINTS = {
+    "near_threshold": [Interval(numbers.Real, 0, 2, closed="both")],
+    "max_shift": [IntegerInterval(0, None, closed="left")],
+    "thumbnail_size": [IntegerInterval(2, None, closed="left")],
+}
 
 
 class LeakageWarning(UserWarning):
@@ -250,591 +235,24 @@ class LeakageReport:
         )
 
 
-# --------------------------------------------------------------------------
-# Input validation
-
-
-def _validate_image_shape(image_shape):
-    if image_shape is None:
-        return None
-    try:
-        shape = () if isinstance(image_shape, str) else tuple(int(side) for side in image_shape)
-    except (TypeError, ValueError):
-        shape = ()
-    if len(shape) not in (2, 3) or min(shape, default=0) < 1:
-        raise ValueError(
-            f"image_shape must be (height, width) or (channels, height, width) "
-            f"with positive sides; got {image_shape!r}."
-        )
-    return shape if len(shape) == 3 else (1,) + shape
-
-
-def _as_image_array(X, image_shape, name):
-    """View X as (n, channels, height, width) without copying or casting."""
-    if sparse.issparse(X):
-        raise TypeError(
-            f"{name} is a sparse matrix; images must be a dense array. "
-            f"Convert it with {name}.toarray()."
-        )
-    images = np.asarray(X)
-    if images.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} must hold numbers (pixel values); got dtype "
-            f"{images.dtype}. Convert it with np.asarray({name}, dtype=np.float32)."
-        )
-    if images.ndim not in (2, 3, 4):
-        hint = (
-            f" For a single image, add the sample axis: {name}[np.newaxis]."
-            if images.ndim == 1
-            else ""
-        )
-        raise ValueError(
-            f"{name} must be 2-D (n_images, height*width), 3-D "
-            f"(n_images, height, width) or 4-D (n_images, channels, height, "
-            f"width); got a {images.ndim}-D array of shape {images.shape}.{hint}"
-        )
-    if images.shape[0] == 0:
-        raise ValueError(
-            f"{name} is empty (0 images); an audit needs at least one image "
-            "on each side of the split."
-        )
-    if images.ndim == 2:
-        n_features = images.shape[1]
-        if image_shape is None:
-            side = int(round(np.sqrt(n_features)))
-            if side * side != n_features:
-                raise ValueError(
-                    f"{name} has {n_features} features per image, which is not "
-                    "a square number, so the image shape cannot be inferred. "
-                    "Pass image_shape=(height, width)."
-                )
-            image_shape = (1, side, side)
-        if int(np.prod(image_shape)) != n_features:
-            raise ValueError(
-                f"image_shape={image_shape[1:] if image_shape[0] == 1 else image_shape} "
-                f"holds {int(np.prod(image_shape))} pixels but {name} has "
-                f"{n_features} features per image; pass the shape the images "
-                "were flattened from."
-            )
-        return images.reshape((images.shape[0],) + image_shape)
-    if images.ndim == 3:
-        images = images[:, np.newaxis]
-    if image_shape is not None and images.shape[1:] != image_shape:
-        if not (image_shape[0] == 1 and images.shape[2:] == image_shape[1:]):
-            raise ValueError(
-                f"{name} holds images of shape {images.shape[1:]} but "
-                f"image_shape={image_shape} was given; leave image_shape=None "
-                "for 3-D and 4-D input, or make it match."
-            )
-    return images
-
-
-def _check_finite(images, name):
-    if images.dtype.kind != "f":
-        return
-    for start in range(0, len(images), _IMAGES_PER_CHUNK):
-        chunk = images[start : start + _IMAGES_PER_CHUNK]
-        finite = np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
-        if not finite.all():
-            bad = start + np.flatnonzero(~finite)
-            raise ValueError(
-                f"{name} contains NaN or infinity (image index "
-                f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}). "
-                "Drop or repair these images before auditing."
-            )
-
-
-def _check_near_threshold(near_threshold):
-    if not isinstance(near_threshold, numbers.Real) or not 0 <= near_threshold <= 2:
-        raise ValueError(
-            f"near_threshold must be a number in [0, 2] (a distance between "
-            f"unit-norm thumbnails); got {near_threshold!r}. The default is "
-            f"{DEFAULT_NEAR_THRESHOLD}."
-        )
-
-
-def _check_max_shift(max_shift):
-    if isinstance(max_shift, bool) or not isinstance(max_shift, numbers.Integral) or max_shift < 0:
-        raise ValueError(
-            f"max_shift must be a non-negative integer (pixels); got {max_shift!r}."
-        )
-
-
-def _check_params(near_threshold, max_shift, thumbnail_size):
-    _check_near_threshold(near_threshold)
-    _check_max_shift(max_shift)
-    if (
-        isinstance(thumbnail_size, bool)
-        or not isinstance(thumbnail_size, numbers.Integral)
-        or thumbnail_size < 2
-    ):
-        raise ValueError(
-            f"thumbnail_size must be an integer >= 2; got {thumbnail_size!r}."
-        )
-
-
-# --------------------------------------------------------------------------
-# Fingerprints: a hash per image for exact duplicates, normalised thumbnails
-# (optionally of shifted copies) for near duplicates.
-
-
-def _shift_offsets(max_shift):
-    steps = range(-max_shift, max_shift + 1)
-    return [(dy, dx) for dy in steps for dx in steps]
-
-
-def _exact_hashes(images, chunk_size=_IMAGES_PER_CHUNK):
-    """64-bit hash of each image's bytes after casting to float32.
-
-    Adding 0.0 turns -0.0 into +0.0, so that equal pixel values always have
-    equal bytes. np.add always returns a new array: the input is never
-    written to.
-    """
-    hashes = np.empty(len(images), dtype=np.uint64)
-    for start in range(0, len(images), chunk_size):
-        chunk = images[start : start + chunk_size]
-        canonical = np.add(chunk.reshape(len(chunk), -1), np.float32(0.0), dtype=np.float32)
-        for offset, row in enumerate(canonical):
-            digest = hashlib.blake2b(row, digest_size=8).digest()
-            hashes[start + offset] = int.from_bytes(digest, "little")
-    return hashes
-
-
-def _thumbnails(images, thumbnail_size, shifts, chunk_size=_IMAGES_PER_CHUNK):
-    """Normalised area-averaged thumbnails of shifted copies of each image.
-
-    Returns an array of shape (len(shifts), n_images, n_thumbnail_pixels),
-    float32, each thumbnail with zero mean and unit norm, so that the dot
-    product of two thumbnails is their Pearson correlation. Flat thumbnails
-    (no contrast) are all zeros: they carry no structure to compare.
-
-    Blocks are taken between arbitrary edges, so sides that are not
-    multiples of the thumbnail size need no special case. Shifted copies
-    replicate the edge pixels; their block sums are derived from the
-    unshifted ones (see _shift_block_sums), so the pixels are summed once
-    whatever the number of shifts.
-    """
-    n_images, n_channels, height, width = images.shape
-    thumb_height = min(thumbnail_size, height)
-    thumb_width = min(thumbnail_size, width)
-    row_edges = np.round(np.linspace(0, height, thumb_height + 1)).astype(np.intp)
-    col_edges = np.round(np.linspace(0, width, thumb_width + 1)).astype(np.intp)
-    block_areas = np.outer(np.diff(row_edges), np.diff(col_edges)).ravel()
-    shift_index = {shift: k for k, shift in enumerate(shifts)}
-
-    out = np.empty((len(shifts), n_images, thumb_height * thumb_width), dtype=np.float32)
-    for start in range(0, n_images, chunk_size):
-        chunk = images[start : start + chunk_size]
-        n_chunk = len(chunk)
-        grey = chunk[:, 0] if n_channels == 1 else chunk.mean(axis=1, dtype=np.float64)
-        flat_pixels = grey.reshape(n_chunk, -1)
-        # Relative to the pixel scale, so uint8 and [0, 1] images agree.
-        scale = np.maximum(
-            np.abs(flat_pixels.max(axis=1).astype(np.float64)),
-            np.abs(flat_pixels.min(axis=1).astype(np.float64)),
-        )
-        flat_tolerance = 1e-6 * np.maximum(scale, np.finfo(np.float64).tiny)
-        unshifted_bands = _sum_between(grey, row_edges, axis=1)
-        for dy in sorted({dy for dy, _ in shifts}):
-            bands = _shift_block_sums(grey, unshifted_bands, row_edges, dy, axis=1)
-            unshifted_blocks = _sum_between(bands, col_edges, axis=2)
-            for dx in sorted({dx for shift_dy, dx in shifts if shift_dy == dy}):
-                block_sums = _shift_block_sums(bands, unshifted_blocks, col_edges, dx, axis=2)
-                thumbs = block_sums.reshape(n_chunk, -1) / block_areas
-                thumbs -= thumbs.mean(axis=1, keepdims=True)
-                norms = np.linalg.norm(thumbs, axis=1)
-                flat = norms <= flat_tolerance
-                np.divide(thumbs, norms[:, None], out=thumbs, where=~flat[:, None])
-                thumbs[flat] = 0.0
-                out[shift_index[(dy, dx)], start : start + n_chunk] = thumbs
-    return out
-
-
-def _sum_between(values, edges, axis):
-    """Sums of values over [edges[i], edges[i + 1]) along axis, in float64.
-
-    np.add.reduceat is several times faster here than a cumulative sum
-    along a non-last axis. Its last segment runs to the end of the axis.
-    """
-    if edges[-1] < values.shape[axis]:
-        sums = np.add.reduceat(values, edges, axis=axis, dtype=np.float64)
-        return np.delete(sums, -1, axis=axis)
-    return np.add.reduceat(values, edges[:-1], axis=axis, dtype=np.float64)
-
-
-def _shift_block_sums(values, block_sums, edges, shift, axis):
-    """Block sums of values shifted by ``shift`` along axis, edges replicated.
-
-    Shifting with edge replication reads values at clip(i - shift). Each
-    block [a, b) of the shifted copy then holds the unshifted block plus
-    the ``shift`` positions before a, minus the ``shift`` positions before
-    b (mirrored for negative shifts): a few gathered rows instead of a
-    pass over every pixel.
-    """
-    if shift == 0:
-        return block_sums
-    last = values.shape[axis] - 1
-
-    def rows_at(offset):
-        # float64 first: differences of uint8 rows would wrap around.
-        rows = np.take(values, np.clip(edges + offset, 0, last), axis=axis)
-        return rows.astype(np.float64)
-
-    shifted = block_sums.copy()
-    if shift > 0:
-        for k in range(1, shift + 1):
-            shifted -= np.diff(rows_at(-k), axis=axis)
-    else:
-        for k in range(-shift):
-            shifted += np.diff(rows_at(k), axis=axis)
-    return shifted
-
-
-def _prepare(images, name, image_shape, near_threshold, max_shift, thumbnail_size):
-    _check_params(near_threshold, max_shift, thumbnail_size)
-    images = _as_image_array(images, _validate_image_shape(image_shape), name)
-    _check_finite(images, name)
-    return images
-
-
-# --------------------------------------------------------------------------
-# Matching
-
-
-def _exact_pairs(train_hashes, test_hashes, train_images, test_images):
-    """All [train, test] pairs with equal hashes, verified pixel by pixel.
-
-    ``train_images[k]`` and ``test_images[k]`` must be the images whose
-    hashes are ``train_hashes[k]`` and ``test_hashes[k]``; they are only
-    read for the few candidate pairs.
-    """
-    order = np.argsort(train_hashes, kind="stable")
-    sorted_hashes = train_hashes[order]
-    first = np.searchsorted(sorted_hashes, test_hashes, side="left")
-    last = np.searchsorted(sorted_hashes, test_hashes, side="right")
-    counts = last - first
-    test_index = np.repeat(np.arange(len(test_hashes)), counts)
-    # Position k of each run of matches: first[test] + (k - start of run).
-    run_starts = np.repeat(np.cumsum(counts) - counts, counts)
-    train_index = order[np.repeat(first, counts) + np.arange(counts.sum()) - run_starts]
-    verified = np.array(
-        [
-            np.array_equal(
-                np.add(train_images[i], np.float32(0.0), dtype=np.float32),
-                np.add(test_images[j], np.float32(0.0), dtype=np.float32),
-            )
-            for i, j in zip(train_index, test_index)
-        ],
-        dtype=bool,
-    )
-    pairs = np.column_stack([train_index, test_index]).astype(np.int64)
-    return pairs[verified]
-
-
-class _Rows:
-    """Lazy ``images[rows[k]]``: a fold's images without copying them all."""
-
-    def __init__(self, images, rows):
-        self.images, self.rows = images, rows
-
-    def __getitem__(self, k):
-        return self.images[self.rows[k]]
-
-
-class _LazyThumbnails:
-    """Shifted thumbnails of a stack of images, computed a block at a time.
-
-    Stands in for the (n_shifts, n_images, n_pixels) array of _thumbnails
-    in _near_pairs, so that a search within one set never holds the
-    shifted thumbnails of all images.
-    """
-
-    def __init__(self, images, thumbnail_size, shifts, chunk_size):
-        self.images, self.thumbnail_size = images, thumbnail_size
-        self.shifts, self.chunk_size = shifts, chunk_size
-        height, width = images.shape[2:]
-        n_pixels = min(thumbnail_size, height) * min(thumbnail_size, width)
-        self.shape = (len(shifts), len(images), n_pixels)
-
-    def block(self, start, stop):
-        return _thumbnails(
-            self.images[start:stop], self.thumbnail_size, self.shifts, self.chunk_size
-        )
-
-
-def _test_block(test_thumbs_shifted, start, stop):
-    if isinstance(test_thumbs_shifted, _LazyThumbnails):
-        return test_thumbs_shifted.block(start, stop)
-    return test_thumbs_shifted[:, start:stop]
-
-
-def _near_pairs(
-    train_thumbs,
-    test_thumbs_shifted,
-    near_threshold,
-    margin=0.0,
-    prune=False,
-    block_values=_SIMILARITY_BLOCK_VALUES,
-):
-    """[train, test] pairs whose best-aligned thumbnails are close.
-
-    For unit-norm thumbnails, distance**2 = 2 - 2 * correlation, so the
-    search keeps, per pair, the highest correlation over shifts and never
-    forms a full distance matrix: it works through blocks of test images
-    (``test_thumbs_shifted`` is an array or a _LazyThumbnails). All shifts
-    of a block go through one matrix product, because each BLAS call has a
-    fixed cost (tens of milliseconds once torch's OpenMP runtime is loaded
-    beside numpy's OpenBLAS). ``margin`` lowers the correlation a pair
-    needs by that much.
-
-    ``prune`` (used within one set) rules most pairs out before the shifts
-    are compared: by the triangle inequality, a test image's shifted
-    thumbnails lie within its ``spread`` (their largest distance from the
-    middle, unshifted one) of that one, so a training thumbnail farther
-    than ``reach + spread`` from it matches no shift. One product with the
-    unshifted thumbnails finds the training images within that bound of
-    any image of the block; the shifted products are formed for those
-    columns only, in pieces of at most ``block_values`` values. The bound
-    is exact (with a tolerance far above float32 rounding), so the same
-    pairs are found, but products of other shapes may round a correlation
-    differently in its last bits (distances of near-identical pairs move by
-    up to about 1e-4): the audit does not prune, so that its reports stay
-    as they were.
-    """
-    n_shifts, n_test, n_features = test_thumbs_shifted.shape
-    n_train = train_thumbs.shape[0]
-    min_similarity = 1.0 - near_threshold**2 / 2.0 - margin
-    # A match needs a positive correlation, hence two unit-norm thumbnails
-    # (flat ones are all zeros) at most ``reach`` apart. Without shifts
-    # there is nothing to save.
-    prune = prune and min_similarity > 0 and n_shifts > 1
-    found_train, found_test, found_distance = [], [], []
-
-    def keep(similarity, train_index_of, start):
-        test_index, column = np.nonzero(similarity >= min_similarity)
-        distance = np.sqrt(
-            np.clip(2.0 - 2.0 * similarity[test_index, column].astype(np.float64), 0.0, None)
-        )
-        found_train.append(train_index_of(column))
-        found_test.append(test_index + start)
-        found_distance.append(distance)
-
-    if not prune:
-        block = max(1, block_values // max(n_shifts * n_train, 1))
-        train_t = np.ascontiguousarray(train_thumbs.T)
-        for start in range(0, n_test, block):
-            stop = min(start + block, n_test)
-            stacked = _test_block(test_thumbs_shifted, start, stop).reshape(-1, n_features)
-            similarity = (stacked @ train_t).reshape(n_shifts, stop - start, n_train).max(axis=0)
-            keep(similarity, lambda column: column, start)
-    else:
-        reach = np.sqrt(2.0 - 2.0 * min_similarity)
-        train_squares = np.einsum("ij,ij->i", train_thumbs, train_thumbs)
-        # Rows per block: the unshifted product (rows x n_train) and the
-        # block's shifted thumbnails both within block_values.
-        block = max(
-            1, min(block_values // max(n_train, 1), block_values // (n_shifts * n_features))
-        )
-        for start in range(0, n_test, block):
-            stop = min(start + block, n_test)
-            shifted = _test_block(test_thumbs_shifted, start, stop)
-            anchor = shifted[n_shifts // 2]
-            away = shifted - anchor
-            spread = np.sqrt(np.einsum("sij,sij->si", away, away).max(axis=0))
-            del away
-            # Squared distances to the training thumbnails, less the
-            # block's own squared norms (taken off the limit instead).
-            squared = anchor @ train_thumbs.T
-            squared *= -2.0
-            squared += train_squares
-            limit = (reach + spread) ** 2 + _PRUNE_TOLERANCE
-            limit -= np.einsum("ij,ij->i", anchor, anchor)
-            kept = np.flatnonzero(np.any(squared <= limit[:, None], axis=0))
-            del squared
-            stacked = shifted.reshape(-1, n_features)
-            piece = max(1, block_values // stacked.shape[0])
-            for first in range(0, len(kept), piece):
-                columns = kept[first : first + piece]
-                product = stacked @ train_thumbs[columns].T
-                similarity = product.reshape(n_shifts, stop - start, -1).max(axis=0)
-                keep(similarity, lambda column, columns=columns: columns[column], start)
-    if not found_train:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64)
-    pairs = np.column_stack([np.concatenate(found_train), np.concatenate(found_test)])
-    return pairs.astype(np.int64), np.concatenate(found_distance)
-
-
-def _match(
-    train_images,
-    test_images,
-    train_hashes,
-    test_hashes,
-    train_thumbs,
-    test_thumbs_shifted,
-    near_threshold,
-    margin=0.0,
-    prune=False,
-    block_values=_SIMILARITY_BLOCK_VALUES,
-):
-    """Exact pairs, near pairs and near distances between two fingerprinted sets.
-
-    The one matching rule of the module: ``[train, test]`` pairs (positions
-    in the given arrays), exact pairs excluded from the near ones, both
-    sorted by test index, then training index.
-    """
-    exact = _exact_pairs(train_hashes, test_hashes, train_images, test_images)
-    near, distances = _near_pairs(
-        train_thumbs, test_thumbs_shifted, near_threshold, margin, prune, block_values
-    )
-    if len(exact) and len(near):
-        n_test = len(test_hashes)
-        is_exact = np.isin(near[:, 0] * n_test + near[:, 1], exact[:, 0] * n_test + exact[:, 1])
-        near, distances = near[~is_exact], distances[~is_exact]
-    exact = exact[np.lexsort((exact[:, 0], exact[:, 1]))]
-    order = np.lexsort((near[:, 0], near[:, 1]))
-    return exact, near[order], distances[order]
-
-
-def _duplicate_pairs(
-    images,
-    other=None,
-    *,
-    near_threshold=DEFAULT_NEAR_THRESHOLD,
-    max_shift=1,
-    thumbnail_size=16,
-    margin=0.0,
-):
-    """All exact and near duplicate pairs between two sets or within one.
-
-    The criterion of :func:`audit_leakage`, shared by the audit and by
-    :func:`~ckdlearn.model_selection.infer_scan_groups` (which merges the
-    scan series such pairs connect). Inputs must already be validated
-    ``(n, channels, height, width)`` arrays (see _prepare); the parameters
-    are not checked here.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, channels, height, width)
-        The training set, or the only set.
-    other : ndarray of shape (m, channels, height, width), default=None
-        The test set. None searches within ``images``.
-    near_threshold, max_shift, thumbnail_size
-        As in :func:`audit_leakage`.
-    margin : float, default=0.0
-        Correlation below the threshold still counted as near, to absorb
-        float32 rounding: a matrix product of other shapes (another fold,
-        another block) may round a pair's correlation differently in its
-        last bits.
-
-    Returns
-    -------
-    exact_pairs : ndarray of shape (n_exact, 2), int64
-    near_pairs : ndarray of shape (n_near, 2), int64
-    near_distances : ndarray of shape (n_near,), float64
-        Between two sets: ``[index in images, index in other]`` pairs, as
-        the audit reports them (``other`` shifted by up to ``max_shift``
-        px), from the full comparison. Within one set: ``[i, j]`` with
-        ``i < j``, sorted, for every pair the audit flags in either
-        direction (whichever of the two is the test image), with the
-        smaller of the two distances; an image is not paired with itself.
-        This search is pruned and holds little memory (it runs on every
-        load_ct_kidney call): the same pairs as the full comparison, but
-        correlations may round differently in their last float32 bits, so
-        pass a ``margin`` where a pair at the threshold must not be missed.
-    """
-    shifts = _shift_offsets(max_shift)
-    if other is not None:
-        return _match(
-            images,
-            other,
-            _exact_hashes(images),
-            _exact_hashes(other),
-            _thumbnails(images, thumbnail_size, [(0, 0)])[0],
-            _thumbnails(other, thumbnail_size, shifts),
-            near_threshold,
-            margin,
-        )
-    # Within one set, memory stays one thumbnail per image plus small work
-    # arrays: small chunks of images, shifted thumbnails computed a block
-    # at a time, products of at most _LEAN_BLOCK_VALUES values.
-    chunk_size = max(1, _LEAN_CHUNK_VALUES // int(np.prod(images.shape[1:])))
-    hashes = _exact_hashes(images, chunk_size)
-    exact, near, distances = _match(
-        images,
-        images,
-        hashes,
-        hashes,
-        _thumbnails(images, thumbnail_size, [(0, 0)], chunk_size)[0],
-        _LazyThumbnails(images, thumbnail_size, shifts, chunk_size),
-        near_threshold,
-        margin,
-        prune=True,
-        block_values=_LEAN_BLOCK_VALUES,
-    )
-    # Exact equality is symmetric: keep each pair once, not the diagonal.
-    exact = exact[exact[:, 0] < exact[:, 1]]
-    exact = exact[np.lexsort((exact[:, 1], exact[:, 0]))]
-    # A near pair may be found in one direction only (the shifted image is
-    # the test one); keep it once, at its smaller distance.
-    near = np.sort(near, axis=1)
-    keep = near[:, 0] < near[:, 1]
-    near, distances = near[keep], distances[keep]
-    order = np.lexsort((distances, near[:, 1], near[:, 0]))
-    near, distances = near[order], distances[order]
-    first = np.ones(len(near), dtype=bool)
-    first[1:] = np.any(near[1:] != near[:-1], axis=1)
-    return exact, near[first], distances[first]
-
-
-def _compare(
-    train_images,
-    test_images,
-    train_hashes,
-    test_hashes,
-    train_thumbs,
-    test_thumbs_shifted,
-    *,
-    near_threshold,
-    max_shift,
-    thumbnail_size,
-    train_rows=None,
-    test_rows=None,
-):
-    """Build a LeakageReport; *_rows map local positions to reported indices."""
-    exact, near, distances = _match(
-        train_images,
-        test_images,
-        train_hashes,
-        test_hashes,
-        train_thumbs,
-        test_thumbs_shifted,
-        near_threshold,
-    )
-    if train_rows is not None:
+def _report(n_train, n_test, pairs, rows=None, **settings):
+    """The LeakageReport of ``duplicate_pairs`` output; ``rows`` map positions to indices."""
+    exact, near, distances = pairs
+    if rows is not None:
+        train_rows, test_rows = rows
         exact = np.column_stack([train_rows[exact[:, 0]], test_rows[exact[:, 1]]])
         near = np.column_stack([train_rows[near[:, 0]], test_rows[near[:, 1]]])
-    return _report(len(train_hashes), len(test_hashes), exact, near, distances,
-                   near_threshold, max_shift, thumbnail_size)
-
-
-def _report(n_train, n_test, exact, near, distances, near_threshold, max_shift, thumbnail_size):
-    """The LeakageReport of matched pairs, with the settings that found them."""
     return LeakageReport(
-        n_train=n_train,
-        n_test=n_test,
-        exact_pairs=exact,
-        near_pairs=near,
-        near_distances=distances,
-        near_threshold=near_threshold,
-        max_shift=max_shift,
-        thumbnail_size=thumbnail_size,
+        n_train=n_train, n_test=n_test, exact_pairs=exact, near_pairs=near,
+        near_distances=distances, **settings,
     )
 
 
-# --------------------------------------------------------------------------
-# Public functions
-
-
+@validate_params(
+    {"X_train": ["array-like", "sparse matrix"], "X_test": ["array-like", "sparse matrix"], "image_shape": ["array-like", None],
+     **FINGERPRINT_CONSTRAINTS},
+    prefer_skip_nested_validation=True,
+)
 def audit_leakage(
     X_train,
     X_test,
@@ -939,12 +357,8 @@ def audit_leakage(
     >>> round(report.leaked_fraction, 3)
     0.333
     """
-    train_images = _prepare(
-        X_train, "X_train", image_shape, near_threshold, max_shift, thumbnail_size
-    )
-    test_images = _prepare(
-        X_test, "X_test", image_shape, near_threshold, max_shift, thumbnail_size
-    )
+    train_images = check_images(X_train, image_shape=image_shape, name="X_train", require_image=True)
+    test_images = check_images(X_test, image_shape=image_shape, name="X_test", require_image=True)
     if train_images.shape[1:] != test_images.shape[1:]:
         raise ValueError(
             f"X_train holds images of shape {train_images.shape[1:]} "
@@ -952,18 +366,17 @@ def audit_leakage(
             "Both sets must be prepared the same way; resize them to one "
             "image size (e.g. load_ct_kidney(..., image_size=...))."
         )
-    exact, near, distances = _duplicate_pairs(
-        train_images,
-        test_images,
+    settings = dict(near_threshold=near_threshold, max_shift=max_shift, thumbnail_size=thumbnail_size)
+    shape = dict(max_shift=max_shift, thumbnail_size=thumbnail_size)
+    pairs = duplicate_pairs(
+        Fingerprints(train_images, **shape, shifted=False),
+        Fingerprints(test_images, **shape),
         near_threshold=near_threshold,
-        max_shift=max_shift,
-        thumbnail_size=thumbnail_size,
     )
-    return _report(len(train_images), len(test_images), exact, near, distances,
-                   near_threshold, max_shift, thumbnail_size)
+    return _report(len(train_images), len(test_images), pairs, **settings)
 
 
-def _resolve_cv(cv, y, groups):
+def resolve_cv(cv, y, groups):
     """A splitter that keeps groups whole when there are groups.
 
     An integer becomes StratifiedGroupKFold with groups (GroupKFold without
@@ -979,7 +392,7 @@ def _resolve_cv(cv, y, groups):
     return check_cv(cv, y, classifier=y is not None)
 
 
-def _split_indices(cv, X, y, groups):
+def split_indices(cv, X, y, groups):
     n_samples = len(X)
     with warnings.catch_warnings():
         # Splitters that ignore groups still accept them; say so ourselves.
@@ -993,6 +406,11 @@ def _split_indices(cv, X, y, groups):
     return splits
 
 
+@validate_params(
+    {"X": ["array-like", "sparse matrix"], "y": ["array-like", None], "groups": ["array-like", None],
+     "cv": ["cv_object"], "image_shape": ["array-like", None], **FINGERPRINT_CONSTRAINTS},
+    prefer_skip_nested_validation=True,
+)
 def audit_cv(
     X,
     y=None,
@@ -1052,7 +470,7 @@ def audit_cv(
     >>> [report.n_exact for report in audit_cv(X, groups=groups, cv=4)]
     [0, 0, 0, 0]
     """
-    images = _prepare(X, "X", image_shape, near_threshold, max_shift, thumbnail_size)
+    images = check_images(X, image_shape=image_shape, require_image=True)
     n_images = len(images)
     for name, values in (("y", y), ("groups", groups)):
         if values is not None and len(values) != n_images:
@@ -1062,16 +480,21 @@ def audit_cv(
             )
     y = None if y is None else np.asarray(y)
     groups = None if groups is None else np.asarray(groups)
-    splits = _split_indices(_resolve_cv(cv, y, groups), images, y, groups)
-    return _audit_splits(images, splits, near_threshold, max_shift, thumbnail_size)
+    splits = split_indices(resolve_cv(cv, y, groups), images, y, groups)
+    return audit_splits(
+        images, splits, near_threshold=near_threshold, max_shift=max_shift,
+        thumbnail_size=thumbnail_size,
+    )
 
 
-def _audit_splits(images, splits, near_threshold, max_shift, thumbnail_size):
-    """Reports for validated images and explicit (train, test) index arrays."""
-    hashes = _exact_hashes(images)
-    shifts = _shift_offsets(max_shift)
-    thumbs_shifted = _thumbnails(images, thumbnail_size, shifts)
-    unshifted = thumbs_shifted[shifts.index((0, 0))]
+def audit_splits(images, splits, *, near_threshold, max_shift, thumbnail_size):
+    """Reports for validated ``(n, C, H, W)`` images and explicit (train, test) splits.
+
+    Each image is fingerprinted once; the pairs of each report are rows of
+    ``images``. Used by :func:`audit_cv` and by ``evaluate``.
+    """
+    fingerprints = Fingerprints(images, max_shift=max_shift, thumbnail_size=thumbnail_size)
+    settings = dict(near_threshold=near_threshold, max_shift=max_shift, thumbnail_size=thumbnail_size)
     reports = []
     for train, test in splits:
         if len(train) == 0 or len(test) == 0:
@@ -1079,19 +502,8 @@ def _audit_splits(images, splits, near_threshold, max_shift, thumbnail_size):
                 "A cross-validation split has an empty training or test set; "
                 "check the cv splitter and the number of groups."
             )
-        reports.append(
-            _compare(
-                _Rows(images, train),
-                _Rows(images, test),
-                hashes[train],
-                hashes[test],
-                unshifted[train],
-                thumbs_shifted[:, test],
-                near_threshold=near_threshold,
-                max_shift=max_shift,
-                thumbnail_size=thumbnail_size,
-                train_rows=train,
-                test_rows=test,
-            )
+        pairs = duplicate_pairs(
+            fingerprints.take(train), fingerprints.take(test), near_threshold=near_threshold
         )
+        reports.append(_report(len(train), len(test), pairs, rows=(train, test), **settings))
     return reports
