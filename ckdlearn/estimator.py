@@ -1,356 +1,60 @@
 """CKDNetClassifier: a skorch CNN that behaves like a scikit-learn classifier.
 
 The estimator takes the flat ``(n, H*W)`` matrices that samplers such as
-SMOTE need, reshapes them into image batches for the network, and returns
-labels in the user's own vocabulary. Input handling lives in
-:func:`as_image_batch` so that explanations and model files shape images
-exactly as training did.
+SMOTE need and returns labels in the user's own vocabulary. Everything it
+adds to skorch goes through skorch's own hooks: ``get_dataset`` shapes the
+input into image batches (:func:`ckdlearn.validation.as_image_batch`),
+``initialize_module`` fills in what the data determines, ``train_step_single``
+augments, ``infer`` sets the precision, and the default iterator and
+learning-rate schedule are skorch parameters (:func:`batch_loader`,
+:class:`CosineAnnealing`).
 """
 
 import inspect
-import math
 import numbers
+import warnings
 from contextlib import contextmanager
-from types import MappingProxyType
 
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback, EpochScoring
-from skorch.dataset import Dataset, unpack_data
+from skorch.callbacks import EpochScoring, LRScheduler
+from skorch.dataset import unpack_data
 from skorch.utils import is_dataset, to_numpy, to_tensor
-from torch.utils.data import DataLoader, Subset
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions, validate_parameter_constraints
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from torch.optim.lr_scheduler import CosineAnnealingLR
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from .augmentation import CTAugment
 from .cam import compute_heatmaps, faithfulness_scores
 from .nets import CKDNet
+from .validation import IntegerInterval, as_image_batch, resolve_image_shape
 
-__all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "resolve_image_shape"]
+__all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "batch_loader", "resolve_image_shape"]
 
 _PRECISIONS = {"32": None, "bf16": torch.bfloat16}
-
-# The DataLoader keyword arguments the in-memory batch iterator reproduces;
-# any other (num_workers, sampler, collate_fn, ...) goes to the DataLoader.
-_SLICEABLE_ITERATOR_KWARGS = frozenset({"batch_size", "shuffle", "drop_last"})
-
-
-class _ArrayDataset(Dataset):
-    """skorch's Dataset over in-memory arrays, with zero-copy tensor views.
-
-    It is a :class:`skorch.dataset.Dataset` in every respect (callbacks
-    read ``X`` and ``y`` from it, a DataLoader can index it one sample at
-    a time); :class:`_BatchIterator` slices whole batches from the tensor
-    views instead.
-    """
-
-    def __init__(self, X, y=None):
-        super().__init__(X, y)
-        self.X_tensor = torch.from_numpy(X)
-        self.y_tensor = None if y is None else torch.as_tensor(y)
+# Flat rows this wide that are not square are probably images given
+# without their shape (tabular data has far fewer features).
+_IMAGE_SIZED_FEATURES = 256
 
 
-class _BatchIterator:
-    """The batches ``DataLoader(dataset, batch_size, shuffle, drop_last)``
-    yields over an :class:`_ArrayDataset`, without per-sample Python.
-
-    A DataLoader indexes the dataset once per image and stacks the images
-    again (``default_collate``); here each batch is one slice (or, when
-    shuffling, one ``index_select``) of the in-memory tensor. Every batch
-    is a new tensor, as the DataLoader's are, so augmentations or modules
-    that work in place never write into the caller's ``X``.
-
-    Random numbers are drawn exactly as a DataLoader draws them, so a
-    seeded ``fit`` trains on the same batches and draws the same
-    augmentation and dropout whichever iterator runs: each pass takes one
-    int64 from torch's global generator (the DataLoader's base seed) and,
-    when shuffling, a second one that seeds the permutation (what
-    ``RandomSampler`` does).
-    """
-
-    def __init__(self, dataset, batch_size, *, shuffle=False, drop_last=False, indices=None):
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-        self.indices = indices
-
-    def _n_samples(self):
-        return len(self.dataset) if self.indices is None else len(self.indices)
-
-    def __len__(self):
-        n_samples = self._n_samples()
-        if self.drop_last:
-            return n_samples // self.batch_size
-        return -(-n_samples // self.batch_size)
-
-    def __iter__(self):
-        torch.empty((), dtype=torch.int64).random_()  # the DataLoader's base seed
-        n_samples = self._n_samples()
-        order = self.indices
-        if self.shuffle:
-            seed = int(torch.empty((), dtype=torch.int64).random_().item())
-            generator = torch.Generator()
-            generator.manual_seed(seed)
-            permutation = torch.randperm(n_samples, generator=generator)
-            order = permutation if order is None else order[permutation]
-        X, y = self.dataset.X_tensor, self.dataset.y_tensor
-        for start in range(0, n_samples, self.batch_size):
-            stop = min(start + self.batch_size, n_samples)
-            if self.drop_last and stop - start < self.batch_size:
-                return
-            if order is None:
-                Xb = X[start:stop].clone()
-                yb = None if y is None else y[start:stop].clone()
-            else:
-                rows = order[start:stop]
-                Xb = X.index_select(0, rows)
-                yb = None if y is None else y.index_select(0, rows)
-            if yb is None:
-                # skorch's Dataset stands in a 0 for each missing target.
-                yb = torch.zeros((stop - start, 1))
-            yield Xb, yb
-
-
-def _sliceable_source(dataset):
-    """``(array_dataset, row_indices or None)`` when batches of ``dataset``
-    can be sliced from memory, else None."""
-    if type(dataset) is _ArrayDataset:
-        return dataset, None
-    if type(dataset) is Subset and type(dataset.dataset) is _ArrayDataset:
-        indices = torch.as_tensor(np.asarray(dataset.indices, dtype=np.int64))
-        return dataset.dataset, indices
-    return None
-
-
-def _encoded_accuracy(net, X, y):
-    """Accuracy of ``net`` on ``X`` against class indices ``y``."""
-    y_true = net.classes_[np.asarray(to_numpy(y) if torch.is_tensor(y) else y, dtype=np.int64)]
-    return float(np.mean(net.predict(X) == y_true))
-
-
-def _is_numeric_array(array):
-    return isinstance(array, np.ndarray) and array.dtype.kind in "biuf"
-
-
-def _has_spatial_convolutions(module):
-    return any(parameter.dim() == 4 for parameter in module.parameters())
-
-
-def resolve_image_shape(n_features, image_shape=None):
-    """Return the ``(channels, height, width)`` that flat rows unfold into.
-
-    Parameters
-    ----------
-    n_features : int
-        Values per sample in the flat matrix.
-    image_shape : tuple of int or None, default=None
-        ``(height, width)`` or ``(channels, height, width)``. When None, a
-        square feature count ``s*s`` is read as one ``s x s`` greyscale
-        image and any other count as an image one pixel high (the layout
-        tabular data, such as scikit-learn's estimator checks, gets).
-
-    Returns
-    -------
-    image_shape : tuple of (int, int, int)
-        ``(channels, height, width)`` whose product is ``n_features``.
-
-    Raises
-    ------
-    ValueError
-        If ``image_shape`` is malformed or its pixel count differs from
-        ``n_features``.
-
-    Examples
-    --------
-    >>> from ckdlearn.estimator import resolve_image_shape
-    >>> resolve_image_shape(64 * 64)
-    (1, 64, 64)
-    >>> resolve_image_shape(3 * 28 * 28, image_shape=(3, 28, 28))
-    (3, 28, 28)
-    >>> resolve_image_shape(10)
-    (1, 1, 10)
-    """
-    if image_shape is None:
-        side = math.isqrt(n_features)
-        if side * side == n_features:
-            return (1, side, side)
-        return (1, 1, n_features)
-    shape = tuple(image_shape) if np.iterable(image_shape) else (image_shape,)
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3 or not all(
-        isinstance(dim, numbers.Integral) and dim >= 1 for dim in shape
-    ):
-        raise ValueError(
-            "image_shape must be (height, width) or (channels, height, width) "
-            f"with positive integers; got image_shape={image_shape!r}."
-        )
-    shape = tuple(int(dim) for dim in shape)
-    if math.prod(shape) != n_features:
-        raise ValueError(
-            f"image_shape={image_shape!r} holds {math.prod(shape)} values per "
-            f"image, but X has {n_features} features per sample. Pass the "
-            "shape the rows were flattened from, e.g. image_shape=(128, 128) "
-            "for X of shape (n, 16384)."
-        )
-    return shape
-
-
-def as_image_batch(X, image_shape=None, *, expected_shape=None, estimator_name="CKDNetClassifier"):
-    """Validate input and return it as a float32 ``(n, C, H, W)`` array.
-
-    Accepted layouts: flat ``(n, C*H*W)``, ``(n, H, W)`` and
-    ``(n, C, H, W)``, in any real dtype. ``uint8`` images are scaled to
-    [0, 1]; every other dtype is cast to float32 unchanged (so float
-    input is taken to be already scaled, e.g. [0, 1] as
-    :func:`ckdlearn.datasets.load_ct_kidney` returns).
-
-    Parameters
-    ----------
-    X : array-like
-        Images in one of the layouts above.
-    image_shape : tuple of int or None, default=None
-        How flat rows unfold, see :func:`resolve_image_shape`. Ignored
-        when ``expected_shape`` is given.
-    expected_shape : tuple of (int, int, int) or None, default=None
-        The ``(C, H, W)`` a fitted model was trained on; X must match it.
-    estimator_name : str, default="CKDNetClassifier"
-        Used in error messages.
-
-    Returns
-    -------
-    images : ndarray of shape (n, C, H, W), dtype float32
-        C-contiguous and writeable; a view of ``X`` when no cast or copy
-        was needed.
-
-    Raises
-    ------
-    ValueError
-        For empty, 1-D, more than 4-D, complex, non-numeric or non-finite
-        input, and for a shape that disagrees with ``image_shape`` or
-        ``expected_shape``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from ckdlearn.estimator import as_image_batch
-    >>> as_image_batch(np.zeros((5, 16 * 16), dtype=np.uint8)).shape
-    (5, 1, 16, 16)
-    >>> as_image_batch(np.full((2, 8, 8), 255, dtype=np.uint8)).max()
-    np.float32(1.0)
-    """
-    if hasattr(X, "detach"):  # a torch tensor
-        X = X.detach().cpu().numpy()
-    X = check_array(
-        X,
-        accept_sparse=False,
-        allow_nd=True,
-        dtype="numeric",
-        ensure_all_finite=True,
-        ensure_min_samples=1,
-        ensure_min_features=1,
-        input_name="X",
-    )
-    if X.ndim > 4:
-        raise ValueError(
-            f"{estimator_name} expects images as (n, H*W), (n, H, W) or "
-            f"(n, C, H, W); got an array with {X.ndim} dimensions, shape {X.shape}."
-        )
-    if 0 in X.shape[1:]:
-        raise ValueError(
-            f"{estimator_name} needs images with at least one pixel; got X of "
-            f"shape {X.shape}."
-        )
-    if expected_shape is not None:
-        _check_against_fitted_shape(X, expected_shape, estimator_name)
-        shape = tuple(expected_shape)
-    elif X.ndim == 2:
-        shape = resolve_image_shape(X.shape[1], image_shape)
-    else:
-        shape = (1, *X.shape[1:]) if X.ndim == 3 else X.shape[1:]
-        if image_shape is not None and resolve_image_shape(
-            math.prod(shape), image_shape
-        ) != tuple(shape):
-            raise ValueError(
-                f"X holds images of shape {X.shape[1:]}, which disagrees with "
-                f"image_shape={image_shape!r}. Leave image_shape=None for "
-                "shaped input, or pass flat rows."
-            )
-    scale = 1 / 255 if X.dtype == np.uint8 else None
-    with np.errstate(over="ignore"):
-        images = np.asarray(X, dtype=np.float32)
-    if X.dtype.kind == "f" and X.dtype.itemsize > 4 and not np.isfinite(images).all():
-        raise ValueError(
-            f"X holds values beyond the float32 range (largest magnitude "
-            f"{np.abs(X).max():.3g}; float32 holds up to 3.4e+38). "
-            f"{estimator_name} computes in float32: rescale the images."
-        )
-    if scale is not None:
-        images = images * np.float32(scale)
-    images = images.reshape((X.shape[0], *shape))
-    if not (images.flags.c_contiguous and images.flags.writeable):
-        images = np.array(images, dtype=np.float32, order="C", copy=True)
-    return images
-
-
-def _check_against_fitted_shape(X, expected_shape, estimator_name):
-    n_expected = math.prod(expected_shape)
-    if X.ndim == 2:
-        if X.shape[1] != n_expected:
-            # The wording follows scikit-learn's so users (and its checks)
-            # recognise it.
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {estimator_name} is expecting "
-                f"{n_expected} features as input (images of shape "
-                f"{tuple(expected_shape)} flattened)."
-            )
-        return
-    given = (1, *X.shape[1:]) if X.ndim == 3 else tuple(X.shape[1:])
-    if given != tuple(expected_shape):
-        raise ValueError(
-            f"X holds images of shape {X.shape[1:]}, but {estimator_name} was "
-            f"fitted on images of shape {tuple(expected_shape)} (channels, height, "
-            "width). Resize the images to the training size first, e.g. with "
-            "ckdlearn.datasets.read_images(..., image_size=...)."
-        )
-
-
-class _UnfittedDefault:
-    """Class-level default of an attribute skorch expects on every net.
-
-    Hidden while ``__init__`` runs, because skorch tells its own
-    construction apart by the attribute's absence; an instance value, once
-    ``initialize`` sets one, takes precedence.
-    """
-
-    def __init__(self, value):
-        self.value = value
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, instance, owner=None):
-        if instance is not None and "_constructing" in vars(instance):
-            raise AttributeError(self.name)
-        return self.value
-
-
-class CosineAnnealing(Callback):
-    """Cosine learning-rate decay from the initial rate to ``eta_min``.
+class CosineAnnealing(LRScheduler):
+    """Cosine learning-rate decay over the whole run: skorch's ``LRScheduler``.
 
     The default schedule of :class:`CKDNetClassifier`, as its
-    ``"lr_scheduler"`` callback. The rate of each epoch is computed from
-    the number of epochs in the net's history, so a run resumed from a
-    checkpoint continues the same curve.
+    ``"lr_scheduler"`` callback: :class:`torch.optim.lr_scheduler.CosineAnnealingLR`
+    stepped once per epoch, whose length defaults to the net's
+    ``max_epochs``. skorch resumes it from the net's history, so a run
+    continued from a checkpoint follows the same curve.
 
     Parameters
     ----------
     eta_min : float, default=0.0
-        Learning rate reached at the last epoch.
+        Learning rate reached at the end.
     T_max : int or None, default=None
         Epochs of the whole decay; None uses the net's ``max_epochs``.
 
@@ -363,18 +67,72 @@ class CosineAnnealing(Callback):
     """
 
     def __init__(self, eta_min=0.0, T_max=None):
-        self.eta_min = eta_min
-        self.T_max = T_max
+        super().__init__(policy=CosineAnnealingLR, eta_min=eta_min, T_max=T_max)
 
-    def on_epoch_begin(self, net, **kwargs):
-        epoch = len(net.history) - 1  # skorch adds this epoch's row first
-        total = self.T_max if self.T_max is not None else net.max_epochs
-        progress = min(epoch / max(int(total), 1), 1.0)
-        factor = 0.5 * (1 + math.cos(math.pi * progress))
-        for group in net.optimizer_.param_groups:
-            initial = group.setdefault("initial_lr", group["lr"])
-            group["lr"] = self.eta_min + (initial - self.eta_min) * factor
-        net.history.record("event_lr", net.optimizer_.param_groups[0]["lr"])
+    def _get_scheduler(self, net, policy, **scheduler_kwargs):
+        if scheduler_kwargs.get("T_max") is None:
+            scheduler_kwargs["T_max"] = net.max_epochs
+        return super()._get_scheduler(net, policy, **scheduler_kwargs)
+
+
+def batch_loader(dataset, batch_size, *, shuffle=False, drop_last=False, **kwargs):
+    """A DataLoader that fetches each batch with one indexing of the dataset.
+
+    PyTorch's default DataLoader indexes the dataset once per image and
+    stacks the images again; skorch's in-memory datasets can return a whole
+    batch for a list of indices, which is several times faster for small
+    images. The default ``iterator_train`` and ``iterator_valid`` of
+    :class:`CKDNetClassifier`. Randomness comes from torch's global
+    generator, which the classifier seeds.
+
+    Parameters
+    ----------
+    dataset : skorch.dataset.Dataset
+    batch_size : int
+    shuffle : bool, default=False
+        Draw a new order every pass. Then a last batch of a single image is
+        left out of that pass (BatchNorm cannot train on it).
+    drop_last : bool, default=False
+    **kwargs
+        Other :class:`torch.utils.data.DataLoader` arguments
+        (``num_workers``, ``pin_memory``, ...).
+
+    Returns
+    -------
+    loader : torch.utils.data.DataLoader
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skorch.dataset import Dataset
+    >>> from ckdlearn.estimator import batch_loader
+    >>> data = Dataset(np.zeros((5, 1, 4, 4), dtype=np.float32), np.arange(5))
+    >>> [len(y) for _, y in batch_loader(data, batch_size=2)]
+    [2, 2, 1]
+    >>> [len(y) for _, y in batch_loader(data, batch_size=2, shuffle=True)]
+    [2, 2]
+    """
+    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    drop_last = drop_last or (shuffle and len(dataset) > 1 and len(dataset) % batch_size == 1)
+    return DataLoader(
+        dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None, **kwargs
+    )
+
+
+def _encoded_accuracy(net, X, y):
+    """Accuracy of ``net`` on ``X`` against class indices ``y``."""
+    y_true = net.classes_[np.asarray(to_numpy(y) if torch.is_tensor(y) else y, dtype=np.int64)]
+    return float(np.mean(net.predict(X) == y_true))
+
+
+def _resolve_device(setting):
+    if isinstance(setting, str) and setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+class _Interrupted(Exception):
+    """Raised through skorch's loop, which would swallow a KeyboardInterrupt."""
 
 
 class CKDNetClassifier(NeuralNetClassifier):
@@ -401,7 +159,7 @@ class CKDNetClassifier(NeuralNetClassifier):
     lr : float, default=1e-3
         Learning rate.
     max_epochs : int, default=20
-        Passes over the training data.
+        Passes over the training data (at least 1).
     batch_size : int, default=32
         Images per training and prediction batch.
     image_shape : tuple of int or None, default=None
@@ -444,8 +202,10 @@ class CKDNetClassifier(NeuralNetClassifier):
         autocast (CPU or CUDA; weights and losses stay float32).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and augmentation, so that
-        ``fit`` is reproducible on the CPU. torch's global random state is
-        restored afterwards.
+        ``fit`` is reproducible on the CPU *with the same number of torch
+        threads* (``torch.set_num_threads``): kernels on another number of
+        threads sum in another order, and the rounding differences grow
+        over training. torch's global random state is restored afterwards.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available and the CPU otherwise; any
         torch device string is accepted.
@@ -477,6 +237,9 @@ class CKDNetClassifier(NeuralNetClassifier):
         Values per image (``channels * height * width``).
     class_weight_ : ndarray of shape (n_classes,) or None
         Weights used in the loss.
+    intensity_range_ : tuple of (float, float)
+        Smallest and largest pixel value of the training images, as the
+        network saw them (``uint8`` divided by 255).
     module_ : torch.nn.Module
         The trained network.
     history_ : skorch.History
@@ -492,7 +255,21 @@ class CKDNetClassifier(NeuralNetClassifier):
     -----
     Training batches are reshuffled every epoch (skorch's own default keeps
     the data order, and CT data usually comes sorted by class);
-    ``iterator_train__shuffle=False`` keeps the order.
+    ``iterator_train__shuffle=False`` keeps the order. Batches are fetched
+    whole (:func:`batch_loader`), and a shuffled last batch of a single
+    image is left out of that epoch, since BatchNorm cannot normalise one
+    value per channel.
+
+    Training stops with a ``ValueError`` as soon as the loss is not finite
+    (a learning rate far too high, say) instead of saving a broken model,
+    and an interrupt (Ctrl-C) propagates as ``KeyboardInterrupt``: skorch
+    itself would end ``fit`` quietly with a half-trained network. Callbacks
+    that end training on purpose (skorch's ``EarlyStopping``) still do.
+
+    The range of pixel values seen in training is kept
+    (``intensity_range_``); input for prediction on another scale (0-255
+    values for a model trained on [0, 1]) is refused with a message saying
+    how to rescale it.
 
     Inside an imbalanced-learn pipeline the estimator sees SMOTE's output
     during ``fit`` only; ``predict`` and ``explain`` see real images. SMOTE
@@ -518,13 +295,21 @@ class CKDNetClassifier(NeuralNetClassifier):
     (3, 16, 16)
     """
 
-    # skorch's NeuralNet.__init__ sets these three attributes on the
-    # instance; scikit-learn requires __init__ to set parameters only, so
-    # they are dropped there and these class-level defaults stand in until
-    # ``initialize`` sets real ones.
-    history_ = _UnfittedDefault(None)
-    initialized_ = _UnfittedDefault(False)
-    virtual_params_ = _UnfittedDefault(MappingProxyType({}))
+    _parameter_constraints = {
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_epochs": [IntegerInterval(1, None, closed="left")],
+        "batch_size": [IntegerInterval(1, None, closed="left"), Options(numbers.Integral, {-1})],
+        "image_shape": ["array-like", None],
+        "augment": [StrOptions({"ct"}), callable, None],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
+        "mixup": [Interval(numbers.Real, 0, None, closed="left")],
+        "classes": ["array-like", None],
+        "precision": [StrOptions(set(_PRECISIONS))],
+        "random_state": ["random_state"],
+        "device": [str, torch.device],
+        "verbose": [IntegerInterval(0, None, closed="left"), "boolean"],
+    }
 
     def __init__(
         self,
@@ -545,11 +330,15 @@ class CKDNetClassifier(NeuralNetClassifier):
         random_state=None,
         device="auto",
         train_split=None,
+        iterator_train=batch_loader,
+        iterator_valid=batch_loader,
         verbose=0,
         callbacks=None,
         **kwargs,
     ):
-        vars(self)["_constructing"] = True
+        # skorch's DataLoader keeps the data order; CT data usually comes
+        # sorted by class (folders, then SMOTE's synthetic rows).
+        kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(
             module,
             criterion=criterion,
@@ -558,6 +347,8 @@ class CKDNetClassifier(NeuralNetClassifier):
             max_epochs=max_epochs,
             batch_size=batch_size,
             train_split=train_split,
+            iterator_train=iterator_train,
+            iterator_valid=iterator_valid,
             classes=classes,
             verbose=verbose,
             device=device,
@@ -571,54 +362,48 @@ class CKDNetClassifier(NeuralNetClassifier):
         self.mixup = mixup
         self.precision = precision
         self.random_state = random_state
-        for name in ("history_", "initialized_", "virtual_params_", "_constructing"):
-            vars(self).pop(name, None)
 
     # -- parameters ---------------------------------------------------------
 
     # skorch reads ``self.device`` wherever it moves tensors, so "auto" is
-    # resolved on read; the raw setting stays in ``__dict__`` (where skorch
-    # and scikit-learn look for parameters) and get_params reports it.
+    # resolved on read; the setting itself is stored where skorch and
+    # scikit-learn look for parameters, and get_params reports it.
     @property
     def device(self):
-        setting = vars(self).get("device", "auto")
-        if isinstance(setting, str) and setting == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return setting
+        return _resolve_device(self.__dict__.get("device", "auto"))
 
     @device.setter
     def device(self, value):
-        vars(self)["device"] = value
-
-    def _get_param_names(self):
-        # skorch treats every attribute not ending in "_" as a parameter;
-        # its private bookkeeping (leading "_") is not one.
-        return [name for name in super()._get_param_names() if not name.startswith("_")]
+        self.__dict__["device"] = value
 
     def get_params(self, deep=True, **kwargs):
-        params = super().get_params(deep=deep, **kwargs)
-        params["device"] = vars(self).get("device", "auto")
-        return params
+        return {**super().get_params(deep=deep, **kwargs), "device": self.__dict__["device"]}
 
-    @property
-    def classes_(self):
-        try:
-            return vars(self)["classes_"]
-        except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__} has no attribute 'classes_' before fit."
-            ) from None
+    def _get_param_names(self):
+        # skorch takes every attribute not ending in "_" for a parameter;
+        # its private bookkeeping (a leading "_") is not one.
+        return [name for name in super()._get_param_names() if not name.startswith("_")]
 
-    @classes_.setter
-    def classes_(self, value):
-        vars(self)["classes_"] = value
+    def set_params(self, **params):
+        # skorch initialises callbacks as soon as ``callbacks`` is set; before
+        # fit there is nothing to initialise, and scikit-learn expects
+        # set_params to store values without validating them.
+        if not self.initialized_ and "callbacks" in params:
+            self.callbacks = params.pop("callbacks")
+        return super().set_params(**params)
+
+    def __setstate__(self, state):
+        # skorch maps stored tensors onto ``state["device"]``, a real device.
+        setting = state["device"]
+        super().__setstate__({**state, "device": _resolve_device(setting)})
+        self.device = setting
 
     @property
     def _default_callbacks(self):
         callbacks = []
         for name, callback in super()._default_callbacks:
             if name == "valid_acc":
-                # skorch's "accuracy" scorer compares ``predict`` (the user's
+                # skorch's "accuracy" compares ``predict`` (the user's
                 # labels) with the split's targets, which are encoded here.
                 callback = EpochScoring(
                     _encoded_accuracy, name="valid_acc", lower_is_better=False,
@@ -628,25 +413,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         callbacks.insert(1, ("lr_scheduler", CosineAnnealing()))
         return callbacks
 
-    def set_params(self, **params):
-        # skorch initialises callbacks as soon as ``callbacks`` is set; before
-        # fit there is nothing to initialise, and scikit-learn expects
-        # set_params to store values without validating them.
-        if not self.initialized_ and "callbacks" in params:
-            vars(self)["callbacks"] = params.pop("callbacks")
-        return super().set_params(**params)
-
-    def __setstate__(self, state):
-        # skorch maps stored tensors onto ``state["device"]``, which must
-        # be a real device; "auto" is restored once loading is done.
-        setting = state.get("device")
-        if isinstance(setting, str) and setting == "auto":
-            state["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        super().__setstate__(state)
-        vars(self)["device"] = setting
-
     def __sklearn_is_fitted__(self):
-        return bool(self.initialized_) and "classes_" in vars(self)
+        return bool(self.initialized_) and hasattr(self, "image_shape_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -663,7 +431,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         Parameters
         ----------
         X : array-like of shape (n, H*W), (n, C*H*W), (n, H, W) or (n, C, H, W)
-            Training images; see :func:`as_image_batch` for dtypes.
+            Training images; see :func:`~ckdlearn.validation.as_image_batch`
+            for dtypes.
         y : array-like of shape (n,)
             Labels, ints or strings.
         **fit_params : dict
@@ -677,11 +446,14 @@ class CKDNetClassifier(NeuralNetClassifier):
         Raises
         ------
         ValueError
-            For malformed ``X`` or ``y`` (see :func:`as_image_batch`), or
-            fewer than two classes.
+            For malformed ``X``, ``y`` or parameters, fewer than two
+            classes, or a loss that stops being finite.
+        KeyboardInterrupt
+            When training was interrupted.
         """
-        reset = not (self.warm_start and self.__sklearn_is_fitted__())
-        return self._train(X, y, reset=reset, fit_params=fit_params)
+        if not (self.warm_start and self.__sklearn_is_fitted__()):
+            X, y = self._learn_data(X, y)
+        return self._train(super().fit, X, y, **fit_params)
 
     def partial_fit(self, X, y, classes=None, **fit_params):
         """Train for ``max_epochs`` more epochs, initialising if needed.
@@ -703,39 +475,39 @@ class CKDNetClassifier(NeuralNetClassifier):
         self : CKDNetClassifier
             The estimator, trained for ``max_epochs`` more epochs.
         """
-        reset = not self.__sklearn_is_fitted__()
-        return self._train(X, y, reset=reset, classes=classes, fit_params=fit_params)
+        if not self.__sklearn_is_fitted__():
+            X, y = self._learn_data(X, y, classes)
+        return self._train(super().partial_fit, X, y, **fit_params)
 
-    def _train(self, X, y, *, reset, fit_params, classes=None):
-        """Validate, (re)initialise when ``reset``, and run skorch's loop."""
-        images, targets = self._validate_training_data(X, y, reset=reset, classes=classes)
-        with self._random_state_context():
-            if reset:
-                self.initialize()
-            # NeuralNet.partial_fit: the training loop without skorch's
-            # classifier-level input handling, which ours replaces.
-            super(NeuralNetClassifier, self).partial_fit(images, targets, **fit_params)
+    def _train(self, skorch_fit, X, y, **fit_params):
+        try:
+            with self._random_state_context():
+                skorch_fit(X, y, **fit_params)
+        except _Interrupted as interruption:
+            raise KeyboardInterrupt(str(interruption)) from None
         return self
 
-    def _validate_training_data(self, X, y, *, reset, classes=None):
+    def _learn_data(self, X, y, classes=None):
+        """Validate parameters and data; set what the data determines."""
+        validate_parameter_constraints(
+            self._parameter_constraints, self.get_params(deep=False), caller_name=type(self).__name__
+        )
+        self._check_label_smoothing()
         name = type(self).__name__
         if y is None:
             raise ValueError(
                 f"{name} requires y to be passed, but the target y is None. "
                 "Pass one label per image."
             )
-        if self.precision not in _PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {sorted(_PRECISIONS)}; got {self.precision!r}."
-            )
-        self._check_label_smoothing()
-        if not isinstance(self.mixup, numbers.Real) or not 0 <= self.mixup < np.inf:
-            raise ValueError(f"mixup must be a finite number >= 0; got {self.mixup!r}.")
-        if reset:
-            images = as_image_batch(X, self.image_shape, estimator_name=name)
-        else:
-            images = as_image_batch(
-                X, expected_shape=self.image_shape_, estimator_name=name
+        images = as_image_batch(X, self.image_shape, estimator_name=name)
+        if np.asarray(X).ndim == 2 and self.image_shape is None and images.shape[2] == 1 \
+                and images.shape[3] >= _IMAGE_SIZED_FEATURES:
+            warnings.warn(
+                f"X has {images.shape[3]} features per row, which is not a square "
+                "number, so each row is read as an image one pixel high. If the rows "
+                "are flattened images, pass image_shape=(height, width).",
+                UserWarning,
+                stacklevel=3,
             )
         y = column_or_1d(y, warn=True)
         if len(y) != len(images):
@@ -744,28 +516,38 @@ class CKDNetClassifier(NeuralNetClassifier):
                 f"images and {len(y)} labels."
             )
         check_classification_targets(y)
-        if reset:
-            labels = self.classes if classes is None else classes
-            known = np.unique(y) if labels is None else np.asarray(labels)
-            if len(known) < 2:
-                raise ValueError(
-                    f"{name} needs at least 2 classes to learn from; y holds only "
-                    f"one class: {known.tolist()}."
-                )
-            self.classes_ = known
-            self.image_shape_ = tuple(int(d) for d in images.shape[1:])
-            self.n_features_in_ = math.prod(self.image_shape_)
-            self.class_weight_ = (
-                None
-                if self.class_weight is None
-                else compute_class_weight(self.class_weight, classes=known, y=y)
+        labels = self.classes if classes is None else classes
+        known = np.unique(y) if labels is None else np.asarray(labels)
+        if len(known) < 2:
+            raise ValueError(
+                f"{name} needs at least 2 classes to learn from; y holds only "
+                f"one class: {known.tolist()}."
             )
-        return images, self._encode_labels(y)
+        self.classes_inferred_ = known
+        self._encode_labels(y)  # refuses labels outside ``classes``
+        self.image_shape_ = tuple(int(side) for side in images.shape[1:])
+        self.n_features_in_ = int(np.prod(self.image_shape_))
+        self.intensity_range_ = (float(images.min()), float(images.max()))
+        self.class_weight_ = (
+            None if self.class_weight is None
+            else compute_class_weight(self.class_weight, classes=known, y=y)
+        )
+        return images, y
+
+    @property
+    def classes_(self):
+        # The classes learnt in fit (skorch's property would return the
+        # ``classes`` parameter even before fit, or instead of
+        # ``partial_fit(classes=...)``).
+        try:
+            return self.classes_inferred_
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute 'classes_' before fit."
+            ) from None
 
     def _check_label_smoothing(self):
         value = self.label_smoothing
-        if not isinstance(value, numbers.Real) or not 0 <= value < 1:
-            raise ValueError(f"label_smoothing must be a number in [0, 1); got {value!r}.")
         if not value or "label_smoothing" in self.get_params_for("criterion"):
             return
         criterion = self.criterion if isinstance(self.criterion, type) else type(self.criterion)
@@ -783,8 +565,7 @@ class CKDNetClassifier(NeuralNetClassifier):
     def _encode_labels(self, y):
         order = np.argsort(self.classes_, kind="stable")
         sorted_classes = self.classes_[order]
-        positions = np.searchsorted(sorted_classes, y)
-        positions = np.clip(positions, 0, len(sorted_classes) - 1)
+        positions = np.clip(np.searchsorted(sorted_classes, y), 0, len(sorted_classes) - 1)
         unknown = sorted_classes[positions] != y
         if unknown.any():
             raise ValueError(
@@ -800,10 +581,44 @@ class CKDNetClassifier(NeuralNetClassifier):
             return
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         device = torch.device(self.device)
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             yield
+
+    def check_data(self, X, y=None):
+        # The data were validated and learnt from before initialisation
+        # (the network's shape depends on them); skorch's own check would
+        # infer the classes again from the encoded targets.
+        pass
+
+    def get_dataset(self, X, y=None):
+        """skorch's dataset of the validated image batch and encoded labels."""
+        if is_dataset(X):
+            return super().get_dataset(X, y)
+        check_is_fitted(self)
+        images = as_image_batch(
+            X, expected_shape=self.image_shape_, estimator_name=type(self).__name__
+        )
+        if y is None:
+            self._check_intensity_scale(images)
+        else:
+            y = self._encode_labels(column_or_1d(y))
+        return super().get_dataset(images, y)
+
+    def _check_intensity_scale(self, images):
+        low, high = self.intensity_range_
+        span = high - low
+        if not span:
+            return
+        lowest, highest = float(images.min()), float(images.max())
+        if highest > high + span or lowest < low - span:
+            raise ValueError(
+                f"X holds values from {lowest:.4g} to {highest:.4g}, but "
+                f"{type(self).__name__} was trained on values from {low:.4g} to "
+                f"{high:.4g}: the images are on another scale. Scale them as the "
+                "training images were (e.g. divide 0-255 values by 255, or pass "
+                "uint8 arrays, which are divided by 255)."
+            )
 
     def initialize_module(self):
         kwargs = self.get_params_for("module")
@@ -818,32 +633,32 @@ class CKDNetClassifier(NeuralNetClassifier):
             self.module_.to(memory_format=torch.channels_last)
         return self
 
-    # Private switch for the channels-last lever, for benchmarks and for
-    # modules that are faster in the classic layout.
+    # Switch for the channels-last lever, for benchmarks and for modules
+    # that are faster in the classic layout.
     _channels_last = True
 
     def _uses_channels_last(self):
-        shape = vars(self).get("image_shape_")
+        shape = getattr(self, "image_shape_", None)
         return (
             self._channels_last
             and shape is not None
             and min(shape[1:]) > 1  # one-pixel-high "images" gain nothing
-            and _has_spatial_convolutions(self.module_)
+            and any(parameter.dim() == 4 for parameter in self.module_.parameters())
         )
 
     def _data_module_kwargs(self):
         """Network arguments the training data determines."""
-        if not self.__sklearn_is_fitted__() and "image_shape_" not in vars(self):
+        if not hasattr(self, "image_shape_"):
             return {}
         known = {
             "in_channels": self.image_shape_[0],
             "n_classes": len(self.classes_),
             "image_shape": self.image_shape_[1:],
         }
-        signature = inspect.signature(self.module)
-        if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        parameters = inspect.signature(self.module).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
             return known
-        return {k: v for k, v in known.items() if k in signature.parameters}
+        return {k: v for k, v in known.items() if k in {p.name for p in parameters}}
 
     def initialize_criterion(self):
         kwargs = self.get_params_for("criterion")
@@ -857,49 +672,46 @@ class CKDNetClassifier(NeuralNetClassifier):
 
     def initialize(self):
         super().initialize()
-        self.augment_ = self._resolve_augment()
+        self.augment_ = CTAugment() if self.augment == "ct" else self.augment
         return self
 
-    def _resolve_augment(self):
-        if self.augment is None or self.augment is False:
-            return None
-        if isinstance(self.augment, str):
-            if self.augment == "ct":
-                return CTAugment()
-            raise ValueError(
-                f'augment must be "ct", None or a callable; got {self.augment!r}.'
-            )
-        if not callable(self.augment):
-            raise ValueError(
-                f'augment must be "ct", None or a callable; got {self.augment!r}.'
-            )
-        return self.augment
-
-    def _autocast(self):
-        dtype = _PRECISIONS[self.precision]
-        device_type = torch.device(self.device).type
-        if dtype is None:
-            return torch.autocast(device_type, enabled=False)
-        return torch.autocast(device_type, dtype=dtype)
-
     def infer(self, x, **fit_params):
-        with self._autocast():
+        dtype = _PRECISIONS[self.precision]
+        with torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None):
             logits = super().infer(x, **fit_params)
         # Losses and softmax stay in float32 whatever the autocast precision.
         return logits.float()
 
-    def train_step_single(self, batch, **fit_params):
-        if self.augment_ is not None:
-            Xi, yi = unpack_data(batch)
-            batch = (self.augment_(to_tensor(Xi, device=self.device)), yi)
-        if not self.mixup:
-            return super().train_step_single(batch, **fit_params)
-        return self._mixup_step(batch, **fit_params)
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt:
+            if len(self.history) and "dur" in self.history[-1]:
+                raise  # a callback (EarlyStopping) ended training after an epoch
+            raise _Interrupted(
+                f"training of {type(self).__name__} interrupted during epoch "
+                f"{len(self.history)} of {epochs or self.max_epochs}"
+            ) from None
 
-    def _mixup_step(self, batch, **fit_params):
+    def train_step_single(self, batch, **fit_params):
+        Xi, yi = unpack_data(batch)
+        if self.augment_ is not None:
+            Xi = self.augment_(to_tensor(Xi, device=self.device))
+        step = (
+            self._mixup_step(Xi, yi, **fit_params) if self.mixup
+            else super().train_step_single((Xi, yi), **fit_params)
+        )
+        if not torch.isfinite(step["loss"]):
+            raise ValueError(
+                f"Training diverged: the loss became {float(step['loss'])} in epoch "
+                f"{len(self.history)}. Lower the learning rate (lr={self.lr!r}), check "
+                "the input for extreme values, or use precision='32'."
+            )
+        return step
+
+    def _mixup_step(self, Xi, yi, **fit_params):
         """skorch's training step on a batch blended with a shuffled copy of itself."""
         self._set_training(True)
-        Xi, yi = unpack_data(batch)
         Xi = to_tensor(Xi, device=self.device)
         yi = to_tensor(yi, device=self.device)
         # torch's generator, which random_state seeds, so fits stay reproducible.
@@ -913,66 +725,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
 
-    def get_dataset(self, X, y=None):
-        # In-memory arrays (what fit and predict pass after validation) get a
-        # dataset whose batches can be sliced whole; anything else, and any
-        # custom ``dataset``, goes the way skorch builds it.
-        if (
-            self.dataset is Dataset
-            and not self.get_params_for("dataset")
-            and _is_numeric_array(X)
-            and X.flags.c_contiguous
-            and X.flags.writeable
-            and (y is None or _is_numeric_array(y))
-        ):
-            return _ArrayDataset(X, y)
-        return super().get_dataset(X, y)
-
-    def get_iterator(self, dataset, training=False):
-        prefix = "iterator_train" if training else "iterator_valid"
-        iterator = self.iterator_train if training else self.iterator_valid
-        kwargs = self.get_params_for(prefix)
-        # Prediction batches are ``batch_size`` too unless
-        # ``iterator_valid__batch_size`` says otherwise: larger ones were
-        # not reliably faster on the CPU, and slower on small images, whose
-        # activations then no longer fit in cache (benchmarks/README.md).
-        kwargs.setdefault("batch_size", self.batch_size)
-        if training:
-            # skorch's DataLoader default keeps the training order, and CT
-            # data usually arrives sorted by class (folders, then SMOTE's
-            # synthetic rows appended per class): unshuffled batches would
-            # hold one class each. ``iterator_train__shuffle=False`` opts out.
-            kwargs.setdefault("shuffle", True)
-        if kwargs["batch_size"] == -1:
-            kwargs["batch_size"] = len(dataset)
-        source = _sliceable_source(dataset)
-        if (
-            iterator is DataLoader
-            and source is not None
-            and set(kwargs) <= _SLICEABLE_ITERATOR_KWARGS
-            and kwargs.get("shuffle") in (None, False, True)
-        ):
-            array_dataset, indices = source
-            return _BatchIterator(
-                array_dataset,
-                kwargs["batch_size"],
-                shuffle=kwargs.get("shuffle"),
-                drop_last=kwargs.get("drop_last", False),
-                indices=indices,
-            )
-        return iterator(dataset, **kwargs)
-
     # -- prediction ---------------------------------------------------------
-
-    def _images_for_prediction(self, X):
-        check_is_fitted(self)
-        if is_dataset(X):
-            # skorch's own scoring callbacks (e.g. with a train_split) pass
-            # the validation Dataset it built from already-validated images.
-            return X
-        return as_image_batch(
-            X, expected_shape=self.image_shape_, estimator_name=type(self).__name__
-        )
 
     def predict_proba(self, X):
         """Class probabilities for each image.
@@ -980,32 +733,18 @@ class CKDNetClassifier(NeuralNetClassifier):
         Parameters
         ----------
         X : array-like
-            Images in any layout :meth:`fit` accepts, of the training size.
+            Images in any layout :meth:`fit` accepts, of the training size
+            and intensity scale.
 
         Returns
         -------
         proba : ndarray of shape (n, n_classes), dtype float32
             Columns follow ``classes_``.
         """
-        images = self._images_for_prediction(X)
-        # inference_mode rather than skorch's no_grad: no autograd
-        # bookkeeping (version counters, views) on any tensor; everything
-        # computed here leaves as NumPy. Eval mode is set once here rather
-        # than once per batch (walking every submodule), which cost ~6% of
-        # prediction time for small images.
-        self._set_training(False)
-        vars(self)["_eval_mode_set"] = True
-        try:
-            with torch.inference_mode():
-                return super().predict_proba(images)
-        finally:
-            vars(self).pop("_eval_mode_set", None)
-
-    def evaluation_step(self, batch, training=False):
-        if training or not vars(self).get("_eval_mode_set"):
-            return super().evaluation_step(batch, training=training)
-        Xi, _ = unpack_data(batch)
-        return self.infer(Xi)
+        check_is_fitted(self)
+        # No autograd bookkeeping at all; everything leaves as NumPy.
+        with torch.inference_mode():
+            return super().predict_proba(X)
 
     def predict(self, X):
         """Predicted label of each image.
@@ -1036,7 +775,12 @@ class CKDNetClassifier(NeuralNetClassifier):
         images : ndarray of shape (n, C, H, W), dtype float32
             Scaled as in training (uint8 divided by 255), C-contiguous.
         """
-        return self._images_for_prediction(X)
+        check_is_fitted(self)
+        images = as_image_batch(
+            X, expected_shape=self.image_shape_, estimator_name=type(self).__name__
+        )
+        self._check_intensity_scale(images)
+        return images
 
     def explain(
         self,
@@ -1084,7 +828,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         ValueError
             For an unknown method, layer or target label, or malformed X.
         """
-        images = self._images_for_prediction(X)
+        images = self.to_images(X)
         class_indices = self._target_indices(target, len(images))
         kwargs = dict(
             method=method,

@@ -153,7 +153,7 @@ def check_images(
     """
     X = _as_real_array(X, name)
     if X.ndim < 2 or X.ndim > 4:
-        hint = f" For a single image, add the sample axis: {name}[np.newaxis]." if X.ndim == 1 else ""
+        hint = f" Reshape your data: for a single image, add the sample axis: {name}[np.newaxis]." if X.ndim == 1 else ""
         # The first sentence is scikit-learn's, which its users recognise.
         raise ValueError(
             f"Expected 2D array, got {X.ndim}D array instead: {name} must be 2-D "
