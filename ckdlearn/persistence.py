@@ -70,12 +70,6 @@ class ModelFileError(ValueError):
 
     Raised by :func:`load` for foreign, damaged, tampered or incompatible files
     (nothing from them has run), and by :func:`save` for models it cannot write.
-
-    Examples
-    --------
-    >>> from ckdlearn.persistence import ModelFileError
-    >>> issubclass(ModelFileError, ValueError)
-    True
     """
 
 
@@ -210,28 +204,24 @@ def _check_saveable(estimator):
     return classifiers[0]
 
 
-def _spec(clf):
-    """The classifier as plain data: parameters, fitted attributes, history."""
-    if isinstance(clf.module, torch.nn.Module):
-        _fail_save(f"its module is a {type(clf.module).__name__} instance. Pass the network "
+def _writable(step):
+    """``step`` as skops should write it: the classifier as its spec (plain data)."""
+    if hasattr(step, "fit_resample"):
+        return clone(step)  # a sampler's fitted state is its training data
+    if type(step) is not CKDNetClassifier:
+        return _without_functions(step, _fail_save)
+    if isinstance(step.module, torch.nn.Module):
+        _fail_save(f"its module is a {type(step.module).__name__} instance. Pass the network "
                    "class and its settings as parameters, e.g. CKDNetClassifier(module="
                    f"CKDNet, module__width=16), so that it can be rebuilt. {_PICKLE_HINT}")
     # skorch's torch objects and bookkeeping, which initialize() rebuilds
-    skorch_names = {f"{name}_" for name in (*clf._modules, *clf._criteria, *clf._optimizers)}
+    skorch_names = {f"{name}_" for name in (*step._modules, *step._criteria, *step._optimizers)}
     skorch_names |= {"callbacks_", "history_", "initialized_", "virtual_params_"}
     skorch_names |= {name for name in dir(NeuralNet) if name.endswith("_")}
-    fitted = {name: value for name, value in vars(clf).items() if name.endswith("_")
+    fitted = {name: value for name, value in vars(step).items() if name.endswith("_")
               and not name.startswith("_") and name not in skorch_names}
-    params = clone(clf).get_params(deep=False)  # callbacks without their fitted state
-    return {"params": params, "fitted": fitted, "history": [dict(row) for row in clf.history_]}
-
-
-def _writable(step):
-    if type(step) is CKDNetClassifier:
-        return _spec(step)
-    if hasattr(step, "fit_resample"):
-        return clone(step)  # a sampler's fitted state is its training data
-    return _without_functions(step, _fail_save)
+    params = clone(step).get_params(deep=False)  # callbacks without their fitted state
+    return {"params": params, "fitted": fitted, "history": [dict(row) for row in step.history_]}
 
 
 def _skops_members(tree):
@@ -250,10 +240,9 @@ def _skops_members(tree):
                 members[name], node["file"] = archive.read(node["file"]), name
     untrusted = _untrusted(schema)
     if untrusted:
-        _fail_save(f"it holds {', '.join(untrusted)}, which ckdlearn.load would not rebuild "
-                   "(only ckdlearn.persistence.supported_classes(), so that loading runs no "
-                   "code from a file); for a network, use one ckdlearn ships and configure "
-                   f"it with module__* parameters. {_PICKLE_HINT}")
+        _fail_save(f"it holds {', '.join(untrusted)}, which ckdlearn.load would not rebuild (it "
+                   "rebuilds supported_classes() only, so that loading runs no code from a file)"
+                   f"; for a network, use ckdlearn's with module__* parameters. {_PICKLE_HINT}")
     return {SCHEMA: json.dumps(schema, indent=1).encode(), **members}
 
 
@@ -368,16 +357,13 @@ def _check_header(path, members, fail):
         fail(f'not a ckdlearn model file ({HEADER} lacks "format": "{FORMAT}").')
     versions, version = header.get("versions"), header.get("format_version")
     written = str(versions.get("ckdlearn")) if isinstance(versions, dict) else "unknown"
-    if version != FORMAT_VERSION or type(version) is not int:
-        if version == 1:
-            advice = (f"Format 1 does not load here: load it with the ckdlearn {written} that "
-                      "wrote it, or train the model again and save it with this ckdlearn.")
-        elif type(version) is int and version > FORMAT_VERSION:
-            advice = "Upgrade ckdlearn to load it."
-        else:
-            fail(f"invalid format_version {version!r}.")
+    if version == 1 or type(version) is int and version > FORMAT_VERSION:
         fail(f"written in model file format {version} by ckdlearn {written}; this ckdlearn "
-             f"({__version__}) reads format {FORMAT_VERSION}. {advice}")
+             f"({__version__}) reads format {FORMAT_VERSION}. " + (
+                 f"Load it with the ckdlearn {written} that wrote it, or train the model again "
+                 "and save it with this ckdlearn." if version == 1 else "Upgrade ckdlearn."))
+    if version != FORMAT_VERSION or type(version) is not int:
+        fail(f"invalid format_version {version!r}.")
     missing = [name for name in (SCHEMA, WEIGHTS) if name not in members]
     if missing:
         fail(f"the model file lacks {' and '.join(missing)}; it is damaged.")
