@@ -84,7 +84,7 @@ _ALLOWED = {  # module: names; builtins.print is skorch callbacks' ``sink``
     "ckdlearn.augmentation": "CTAugment", "ckdlearn.estimator": "CosineAnnealing",
     "ckdlearn.over_sampling": "LeanSMOTE", "sklearn.pipeline": "Pipeline",
     "imblearn.pipeline": "Pipeline", "sklearn.neighbors": "NearestNeighbors",
-    "torch.nn": "CrossEntropyLoss NLLLoss", "torch.utils.data": "DataLoader",
+    "torch": "device", "torch.nn": "CrossEntropyLoss NLLLoss", "torch.utils.data": "DataLoader",
     "skorch.dataset": "Dataset ValidSplit", "builtins": "print",
     "imblearn.over_sampling": "ADASYN BorderlineSMOTE KMeansSMOTE RandomOverSampler SMOTE "
                               "SMOTEN SMOTENC SVMSMOTE",

@@ -212,6 +212,14 @@ def test_load_with_device_override(model_file, blob_data, string_model):
     assert load(model_file).get_params()["device"] == "auto"
 
 
+def test_torch_device_parameter_round_trips(tmp_path, blob_data):
+    X, y = blob_data
+    model = tiny(device=torch.device("cpu")).fit(X, y)
+    loaded = load(save(model, tmp_path / "model.ckdl"))
+    assert loaded.get_params()["device"] == torch.device("cpu")
+    assert_same_predictions(model, loaded, X)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_model_on_a_cpu_machine_says_how_to_load_it(tmp_path, model_file, blob_data):
     def to_cuda(schema):
