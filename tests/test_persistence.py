@@ -78,14 +78,43 @@ def model_file(tmp_path, string_model):
 
 def read_archive(path):
     with zipfile.ZipFile(path) as archive:
-        return archive.read("model.json").decode(), archive.read("weights.safetensors")
+        return {name: archive.read(name) for name in archive.namelist()}
 
 
-def write_archive(path, model_json, weights):
+def write_archive(path, members):
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("model.json", model_json)
-        archive.writestr("weights.safetensors", weights)
+        for name, data in members.items():
+            archive.writestr(name, data)
     return path
+
+
+def edited(model_file, path, member, edit):
+    """A copy of ``model_file`` with ``edit`` applied to a JSON member."""
+    members = read_archive(model_file)
+    document = json.loads(members[member])
+    edit(document)
+    members[member] = json.dumps(document)
+    return write_archive(path, members)
+
+
+def nodes(schema, name):
+    """The skops nodes of the type ``name`` (module.class), in file order."""
+    if isinstance(schema, dict):
+        if f"{schema.get('__module__')}.{schema.get('__class__')}" == name:
+            yield schema
+        for value in schema.values():
+            yield from nodes(value, name)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from nodes(value, name)
+
+
+def edit_param(schema, name, old, new):
+    """Set a classifier parameter, held as JSON, in a classifier's file."""
+    node = schema["content"]["params"]["content"][name]
+    assert node["content"] == old
+    node["content"] = new
+    del node["__id__"]  # skops builds equal objects saved once (such as "auto") once
 
 
 def assert_same_predictions(original, loaded, X):
@@ -136,19 +165,16 @@ def test_round_trip_int_labels_and_class_weight(tmp_path, blob_data, int_model):
     torch.testing.assert_close(loaded.criterion_.weight, model.criterion_.weight)
 
 
-@pytest.mark.parametrize("inline_limit", [4096, 8], ids=["arrays-in-json", "arrays-as-tensors"])
-def test_round_trip_smote_pipeline(tmp_path, monkeypatch, blob_data, smote_pipeline, inline_limit):
+def test_round_trip_smote_pipeline(tmp_path, blob_data, smote_pipeline):
     X, _ = blob_data
-    monkeypatch.setattr(persistence, "_INLINE_ARRAY_LIMIT", inline_limit)
     path = save(smote_pipeline, tmp_path / "pipeline.ckdl")
-    model_json, _ = read_archive(path)
-    assert ('"tensor": "array0"' in model_json) == (inline_limit == 8)
-
     loaded = load(path)
     assert type(loaded) is type(smote_pipeline)
     assert list(loaded.named_steps) == ["standardscaler", "smote", "ckdnetclassifier"]
     assert_same_predictions(smote_pipeline, loaded, X)
     assert loaded[1].get_params() == smote_pipeline[1].get_params()
+    # A sampler acts only in fit; its fitted neighbours (the training data) stay out.
+    assert hasattr(smote_pipeline[1], "nn_k_") and not hasattr(loaded[1], "nn_k_")
     scaler, original_scaler = loaded[0], smote_pipeline[0]
     for name in ("mean_", "var_", "scale_"):
         np.testing.assert_array_equal(getattr(scaler, name), getattr(original_scaler, name))
@@ -186,12 +212,20 @@ def test_load_with_device_override(model_file, blob_data, string_model):
     assert load(model_file).get_params()["device"] == "auto"
 
 
+def test_torch_device_parameter_round_trips(tmp_path, blob_data):
+    X, y = blob_data
+    model = tiny(device=torch.device("cpu")).fit(X, y)
+    loaded = load(save(model, tmp_path / "model.ckdl"))
+    assert loaded.get_params()["device"] == torch.device("cpu")
+    assert_same_predictions(model, loaded, X)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_model_on_a_cpu_machine_says_how_to_load_it(tmp_path, model_file, blob_data):
-    model_json, weights = read_archive(model_file)
-    cuda_file = write_archive(
-        tmp_path / "cuda.ckdl", model_json.replace('"device": "auto"', '"device": "cuda"'), weights
-    )
+    def to_cuda(schema):
+        edit_param(schema, "device", '"auto"', '"cuda"')
+
+    cuda_file = edited(model_file, tmp_path / "cuda.ckdl", "schema.json", to_cuda)
     with pytest.raises(RuntimeError, match="device='cpu'"):
         load(cuda_file)
     assert load(cuda_file, device="cpu").get_params()["device"] == "cpu"
@@ -212,26 +246,37 @@ def test_loaded_model_trains_on_with_warm_start(model_file, blob_data):
     assert not torch.equal(loaded.module_.classifier.weight, weights)
 
 
-def test_file_layout_is_documented_json_and_safetensors(model_file, string_model):
-    with zipfile.ZipFile(model_file) as archive:
-        assert archive.namelist() == ["model.json", "weights.safetensors"]
-        assert archive.getinfo("weights.safetensors").compress_type == zipfile.ZIP_STORED
-    model_json, weights = read_archive(model_file)
-    document = json.loads(model_json)
-    assert document["format"] == "ckdlearn-model"
-    assert document["format_version"] == 1
-    assert set(document["versions"]) >= {
-        "ckdlearn", "torch", "scikit-learn", "imbalanced-learn", "skorch", "numpy", "python"
-    }
-    node = document["estimator"]
-    assert node["__estimator__"] == "ckdlearn.CKDNetClassifier"
-    assert node["params"]["module"] == {"__class__": "ckdlearn.nets.CKDNet"}
-    assert node["fitted"]["classes_"]["__ndarray__"]["data"] == ["Cyst", "Normal", "Stone"]
-    assert node["preprocessing"]["uint8_scale"] == pytest.approx(1 / 255)
+def test_file_layout_is_documented_skops_and_safetensors(model_file, string_model):
+    import skops.io
     from safetensors.torch import load as read_safetensors
 
-    tensors = read_safetensors(weights)
-    assert set(tensors) == {f"net0/{k}" for k in string_model.module_.state_dict()}
+    with zipfile.ZipFile(model_file) as archive:
+        names = archive.namelist()
+        assert names[:2] == ["model.json", "schema.json"] and names[-1] == "weights.safetensors"
+        assert all(name.endswith(".npy") for name in names[2:-1])
+        assert archive.getinfo("weights.safetensors").compress_type == zipfile.ZIP_STORED
+    members = read_archive(model_file)
+    header = json.loads(members["model.json"])
+    assert header["format"] == "ckdlearn-model"
+    assert header["format_version"] == 2
+    assert set(header["versions"]) >= {
+        "ckdlearn", "torch", "scikit-learn", "imbalanced-learn", "skorch", "numpy", "python"
+    }
+    # The estimator part is a skops archive: skops lists the types it names,
+    # and loads it (the classifier as its declared spec) with those trusted.
+    untrusted = skops.io.get_untrusted_types(file=model_file)
+    assert "ckdlearn.nets.CKDNet" in untrusted
+    assert not any("CKDNetClassifier" in name for name in untrusted)
+    spec = skops.io.load(model_file, trusted=untrusted)
+    assert set(spec) == {"params", "fitted", "history"}
+    assert spec["params"]["module"] is CKDNet
+    assert spec["fitted"]["classes_"].tolist() == ["Cyst", "Normal", "Stone"]
+    assert spec["fitted"]["image_shape_"] == (1, 16, 16)
+    torch_objects = {"module_", "optimizer_", "criterion_", "history_", "callbacks_"}
+    assert not torch_objects & set(spec["fitted"])
+    assert len(spec["history"]) == len(string_model.history_)
+    tensors = read_safetensors(members["weights.safetensors"])
+    assert set(tensors) == set(string_model.module_.state_dict())
 
 
 def test_same_model_gives_same_bytes(tmp_path, string_model):
@@ -410,16 +455,19 @@ def test_missing_file_and_folder(tmp_path):
 @pytest.mark.parametrize(
     "original, replacement",
     [
-        ('"ckdlearn.CKDNetClassifier"', '"os.system"'),
-        ('"ckdlearn.nets.CKDNet"', '"builtins.eval"'),
-        ('"torch.optim.AdamW"', '"subprocess.Popen"'),
-        ('{"__class__": "torch.nn.CrossEntropyLoss"}', '{"__function__": "builtins.exec"}'),
+        (None, ("os", "system")),  # the classifier's own record
+        ("ckdlearn.nets.CKDNet", ("builtins", "eval")),
+        ("torch.optim.adamw.AdamW", ("subprocess", "Popen")),
+        ("torch.nn.modules.loss.CrossEntropyLoss", ("builtins", "exec", "FunctionNode")),
+        # skorch's own __setstate__ unpickles: skops must never build a net
+        (None, ("ckdlearn.estimator", "CKDNetClassifier", "ObjectNode")),
     ],
 )
 def test_tampered_class_names_run_nothing(tmp_path, monkeypatch, model_file, original, replacement):
     load(model_file)  # every import load needs is done before the traps are set
     calls = []
-    for owner, name in [(os, "system"), (builtins, "eval"), (subprocess, "Popen")]:
+    for owner, name in [(os, "system"), (builtins, "eval"), (builtins, "exec"),
+                        (subprocess, "Popen"), (CKDNetClassifier, "__setstate__")]:
         real = getattr(owner, name)
 
         def trap(*args, _real=real, _name=name, **kwargs):
@@ -427,54 +475,123 @@ def test_tampered_class_names_run_nothing(tmp_path, monkeypatch, model_file, ori
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(owner, name, trap)
-    model_json, weights = read_archive(model_file)
-    assert original in model_json
-    tampered = write_archive(
-        tmp_path / "tampered.ckdl", model_json.replace(original, replacement), weights
-    )
-    name = replacement.split('"')[-2]
+
+    def tamper(schema):
+        node = schema if original is None else next(nodes(schema, original))
+        node["__module__"], node["__class__"] = replacement[:2]
+        if len(replacement) == 3:
+            node["__loader__"] = replacement[2]
+
+    tampered = edited(model_file, tmp_path / "tampered.ckdl", "schema.json", tamper)
+    name = ".".join(replacement[:2])
     with pytest.raises(ModelFileError, match=f"refusing to rebuild '{name}'.*nothing"):
         load(tampered)
     assert calls == []
 
 
 def test_weights_of_a_different_network_are_refused(tmp_path, model_file):
-    model_json, weights = read_archive(model_file)
-    edited = model_json.replace('"module__width": 4', '"module__width": 8')
-    assert edited != model_json
+    def widen(schema):
+        edit_param(schema, "module__width", "4", "8")
+
     with pytest.raises(ModelFileError, match="different network"):
-        load(write_archive(tmp_path / "other.ckdl", edited, weights))
+        load(edited(model_file, tmp_path / "other.ckdl", "schema.json", widen))
 
 
 def test_format_fields_are_checked(tmp_path, model_file):
-    model_json, weights = read_archive(model_file)
-    foreign = model_json.replace('"ckdlearn-model"', '"something-else"')
+    members = read_archive(model_file)
+    foreign = edited(model_file, tmp_path / "a.ckdl", "model.json",
+                     lambda header: header.update(format="something-else"))
     with pytest.raises(ModelFileError, match="not a ckdlearn model file"):
-        load(write_archive(tmp_path / "a.ckdl", foreign, weights))
-    newer = model_json.replace('"format_version": 1', '"format_version": 2')
+        load(foreign)
+    newer = edited(model_file, tmp_path / "b.ckdl", "model.json",
+                   lambda header: header.update(format_version=3))
     with pytest.raises(ModelFileError, match="Upgrade ckdlearn"):
-        load(write_archive(tmp_path / "b.ckdl", newer, weights))
+        load(newer)
+    members["model.json"] = members["model.json"][:-20]
+    broken = write_archive(tmp_path / "c.ckdl", members)
     with pytest.raises(ModelFileError, match="not valid JSON"):
-        load(write_archive(tmp_path / "c.ckdl", model_json[:-20], weights))
+        load(broken)
+
+
+def test_format_1_files_name_their_version(tmp_path, model_file):
+    # What ckdlearn 0.1.0.dev0 wrote before skops: tagged JSON beside the weights.
+    members = read_archive(model_file)
+    header = {"format": "ckdlearn-model", "format_version": 1,
+              "versions": {"ckdlearn": "0.1.0.dev0"}, "estimator": {}}
+    old = write_archive(tmp_path / "old.ckdl", {
+        "model.json": json.dumps(header), "weights.safetensors": members["weights.safetensors"]
+    })
+    with pytest.raises(ModelFileError, match="format 1 by ckdlearn 0.1.0.dev0.*train the model"):
+        load(old)
+
+
+def test_missing_members_are_refused(tmp_path, model_file):
+    for name in ("schema.json", "weights.safetensors"):
+        members = read_archive(model_file)
+        del members[name]
+        with pytest.raises(ModelFileError, match=f"lacks {name}"):
+            load(write_archive(tmp_path / "partial.ckdl", members))
+    members = read_archive(model_file)
+    del members["model.json"]
+    with pytest.raises(ModelFileError, match="lacks model.json"):
+        load(write_archive(tmp_path / "headless.ckdl", members))
+
+
+def test_decompression_bombs_are_refused_unread(tmp_path, monkeypatch, model_file):
+    members = read_archive(model_file)
+    members["schema.json"] += b" " * (2 * 2**20)  # 2 MiB of JSON whitespace
+    bomb = tmp_path / "bomb.ckdl"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    monkeypatch.setattr(persistence, "_MAX_UNPACKED_BYTES", 2**20)
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda *a: pytest.fail(f"read {a[1]}"))
+    with pytest.raises(ModelFileError, match="schema.json.*would unpack"):
+        load(bomb)
+
+
+def test_non_finite_weights_are_refused(tmp_path, model_file, string_model):
+    from safetensors.torch import load as read_safetensors
+    from safetensors.torch import save as write_safetensors
+
+    members = read_archive(model_file)
+    tensors = read_safetensors(members["weights.safetensors"])
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    for bad in (float("nan"), float("inf")):
+        tensors[name].view(-1)[0] = bad
+        members["weights.safetensors"] = write_safetensors(tensors)
+        with pytest.raises(ModelFileError, match=f"{name}.*NaN or infinite"):
+            load(write_archive(tmp_path / "diverged.ckdl", members))
+
+    diverged = copy.deepcopy(string_model)
+    with torch.no_grad():
+        diverged.module_.classifier.weight[0, 0] = float("nan")
+    with pytest.raises(ModelFileError, match="NaN or infinite.*train it again"):
+        save(diverged, tmp_path / "never.ckdl")
+    assert not (tmp_path / "never.ckdl").exists()
 
 
 def test_other_ckdlearn_minor_version_warns(tmp_path, model_file, blob_data, string_model):
     X, _ = blob_data
-    model_json, weights = read_archive(model_file)
-    document = json.loads(model_json)
-    document["versions"]["ckdlearn"] = "0.99.0"
-    older = write_archive(tmp_path / "older.ckdl", json.dumps(document), weights)
+    older = edited(model_file, tmp_path / "older.ckdl", "model.json",
+                   lambda header: header["versions"].update(ckdlearn="0.99.0"))
     with pytest.warns(UserWarning, match="ckdlearn 0.99.0"):
         loaded = load(older)
     assert_same_predictions(string_model, loaded, X)
 
 
 def test_tampered_function_transformer_is_refused(tmp_path, smote_pipeline):
-    model_json, weights = read_archive(save(smote_pipeline, tmp_path / "pipeline.ckdl"))
-    document = json.loads(model_json)
-    step = document["estimator"]["params"]["steps"][0]["__tuple__"][1]
-    step["__estimator__"] = "sklearn.preprocessing.FunctionTransformer"
-    step["params"] = {"func": {"__class__": "ckdlearn.CKDNetClassifier"}}
-    step["fitted"] = {}
+    path = save(smote_pipeline, tmp_path / "pipeline.ckdl")
+
+    def to_function_transformer(schema):
+        # The scaler becomes FunctionTransformer(func=CKDNet): allowed
+        # types, but a function that a model file never stores.
+        step = next(nodes(schema, "sklearn.preprocessing._data.StandardScaler"))
+        step["__class__"] = "FunctionTransformer"
+        step["__module__"] = "sklearn.preprocessing._function_transformer"
+        attributes = step["content"]  # a dict: its values, and the types of its keys
+        attributes["content"]["func"] = next(nodes(schema, "ckdlearn.nets.CKDNet"))
+        attributes["key_types"]["content"].append(attributes["key_types"]["content"][0])
+
     with pytest.raises(ModelFileError, match="FunctionTransformer with func"):
-        load(write_archive(tmp_path / "tampered.ckdl", json.dumps(document), weights))
+        load(edited(path, tmp_path / "tampered.ckdl", "schema.json", to_function_transformer))
