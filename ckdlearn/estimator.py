@@ -69,9 +69,24 @@ class CosineAnnealing(LRScheduler):
     def __init__(self, eta_min=0.0, T_max=None):
         super().__init__(policy=CosineAnnealingLR, eta_min=eta_min, T_max=T_max)
 
+    def on_train_begin(self, net, **kwargs):
+        # Built at the first epoch instead, once callbacks such as
+        # LoadInitState have restored the history and the optimizer.
+        self.lr_scheduler_ = None
+
+    def on_epoch_begin(self, net, **kwargs):
+        if self.lr_scheduler_ is None:
+            super().on_train_begin(net, **kwargs)
+
     def _get_scheduler(self, net, policy, **scheduler_kwargs):
         if scheduler_kwargs.get("T_max") is None:
             scheduler_kwargs["T_max"] = net.max_epochs
+        # A net trained on after loading has a new optimizer: the schedule
+        # continues from its learning rate.
+        for group in net.optimizer_.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        # Epochs already stepped: the history holds this epoch's row too.
+        scheduler_kwargs.setdefault("last_epoch", len(net.history) - 2)
         return super()._get_scheduler(net, policy, **scheduler_kwargs)
 
 
@@ -285,7 +300,7 @@ class CKDNetClassifier(NeuralNetClassifier):
     >>> X = np.stack([stripes.ravel()] * 20 + [stripes.T.ravel()] * 20)
     >>> X = ((X + rng.rand(40, 256)) / 2).astype(np.float32)  # 40 noisy 16x16 images
     >>> y = np.repeat(["Cyst", "Normal"], 20)  # horizontal vs vertical stripes
-    >>> clf = CKDNetClassifier(max_epochs=5, lr=1e-2, module__width=4, module__depth=2,
+    >>> clf = CKDNetClassifier(max_epochs=10, lr=3e-2, module__width=4, module__depth=2,
     ...                        augment=None, random_state=0).fit(X, y)
     >>> clf.classes_
     array(['Cyst', 'Normal'], dtype='<U6')

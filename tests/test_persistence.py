@@ -270,7 +270,7 @@ def test_file_layout_is_documented_skops_and_safetensors(model_file, string_mode
     spec = skops.io.load(model_file, trusted=untrusted)
     assert set(spec) == {"params", "fitted", "history"}
     assert spec["params"]["module"] is CKDNet
-    assert spec["fitted"]["classes_"].tolist() == ["Cyst", "Normal", "Stone"]
+    assert spec["fitted"]["classes_inferred_"].tolist() == ["Cyst", "Normal", "Stone"]
     assert spec["fitted"]["image_shape_"] == (1, 16, 16)
     torch_objects = {"module_", "optimizer_", "criterion_", "history_", "callbacks_"}
     assert not torch_objects & set(spec["fitted"])
