@@ -18,9 +18,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import EpochScoring, LRScheduler
-from skorch.dataset import unpack_data
+from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler
+from skorch.dataset import Dataset, unpack_data
 from skorch.utils import is_dataset, to_numpy, to_tensor
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions, validate_parameter_constraints
 from sklearn.utils.class_weight import compute_class_weight
@@ -146,6 +149,10 @@ def _resolve_device(setting):
     return setting
 
 
+def _say_nothing(*args, **kwargs):
+    """The early-stopping message's sink when ``verbose=0``."""
+
+
 class _Interrupted(Exception):
     """Raised through skorch's loop, which would swallow a KeyboardInterrupt."""
 
@@ -224,10 +231,32 @@ class CKDNetClassifier(NeuralNetClassifier):
     device : str, default="auto"
         ``"auto"`` uses CUDA when available and the CPU otherwise; any
         torch device string is accepted.
+    validation : float, int or None, default=None
+        Hold out whole scan series inside ``fit`` to validate on: a share
+        of the series (e.g. 0.2, stratified by class) or a number of folds
+        (5 holds out one fifth). Needs ``groups`` in ``fit``. The held-out
+        slices serve early stopping, best-epoch restore and temperature
+        calibration, and never reach training. Inside a pipeline with a
+        sampler use :func:`ckdlearn.pipeline.make_pipeline`, which holds the
+        series out *before* resampling, so no synthetic image made from a
+        validation slice is trained on (imbalanced-learn's pipeline would
+        resample first). None trains on everything.
+    early_stopping : int or None, default=5
+        With ``validation``: stop when the validation loss has not improved
+        for this many epochs, and restore the weights of the best epoch
+        (skorch's ``EarlyStopping(load_best=True)``). None trains
+        ``max_epochs`` and still restores the best epoch.
+    calibrate : bool, default=True
+        With ``validation``: fit a temperature on the held-out series'
+        logits (temperature scaling, Guo et al., 2017, as scikit-learn's
+        ``CalibratedClassifierCV(method="temperature")`` does), so that
+        ``predict_proba`` is calibrated on series the network did not
+        train on. Predictions and explanations do not change.
     train_split : callable or None, default=None
-        No internal validation split by default: inside a pipeline it
-        would run after SMOTE and validate on synthetic images. Validate
-        with an outer cross-validation split by scan series instead.
+        skorch's own internal split, off by default: it splits slices at
+        random (neighbouring slices of one series on both sides) and,
+        inside a pipeline, validates on SMOTE's synthetic images. Use
+        ``validation`` instead.
     verbose : int, default=0
         0 is silent; 1 prints skorch's per-epoch table. Add
         ``skorch.callbacks.ProgressBar()`` to ``callbacks`` for a batch
@@ -252,6 +281,11 @@ class CKDNetClassifier(NeuralNetClassifier):
         Values per image (``channels * height * width``).
     class_weight_ : ndarray of shape (n_classes,) or None
         Weights used in the loss.
+    temperature_ : float
+        Temperature the logits are divided by in ``predict_proba``; 1.0
+        without ``validation`` and ``calibrate``.
+    validation_groups_ : ndarray or None
+        The scan series held out for validation, or None.
     intensity_range_ : tuple of (float, float)
         Smallest and largest pixel value of the training images, as the
         network saw them (``uint8`` divided by 255).
@@ -322,6 +356,10 @@ class CKDNetClassifier(NeuralNetClassifier):
         "classes": ["array-like", None],
         "precision": [StrOptions(set(_PRECISIONS))],
         "random_state": ["random_state"],
+        "validation": [Interval(numbers.Real, 0, 1, closed="neither"),
+                       IntegerInterval(2, None, closed="left"), None],
+        "early_stopping": [IntegerInterval(1, None, closed="left"), None],
+        "calibrate": ["boolean"],
         "device": [str, torch.device],
         "verbose": [IntegerInterval(0, None, closed="left"), "boolean"],
     }
@@ -343,6 +381,9 @@ class CKDNetClassifier(NeuralNetClassifier):
         classes=None,
         precision="32",
         random_state=None,
+        validation=None,
+        early_stopping=5,
+        calibrate=True,
         device="auto",
         train_split=None,
         iterator_train=batch_loader,
@@ -377,6 +418,9 @@ class CKDNetClassifier(NeuralNetClassifier):
         self.mixup = mixup
         self.precision = precision
         self.random_state = random_state
+        self.validation = validation
+        self.early_stopping = early_stopping
+        self.calibrate = calibrate
 
     # -- parameters ---------------------------------------------------------
 
@@ -426,6 +470,12 @@ class CKDNetClassifier(NeuralNetClassifier):
                 )
             callbacks.append((name, callback))
         callbacks.insert(1, ("lr_scheduler", CosineAnnealing()))
+        if self.validation is not None:
+            patience = self.max_epochs if self.early_stopping is None else self.early_stopping
+            sink = print if self.verbose else _say_nothing
+            callbacks.append(
+                ("early_stopping", EarlyStopping(patience=patience, load_best=True, sink=sink))
+            )
         return callbacks
 
     def __sklearn_is_fitted__(self):
@@ -440,7 +490,7 @@ class CKDNetClassifier(NeuralNetClassifier):
 
     # -- training -----------------------------------------------------------
 
-    def fit(self, X, y, **fit_params):
+    def fit(self, X, y, groups=None, validation_data=None, **fit_params):
         """Train the network from scratch (unless ``warm_start=True``).
 
         Parameters
@@ -450,6 +500,12 @@ class CKDNetClassifier(NeuralNetClassifier):
             for dtypes.
         y : array-like of shape (n,)
             Labels, ints or strings.
+        groups : array-like of shape (n,) or None, default=None
+            Scan series of each image; with ``validation``, whole series
+            are held out (see :meth:`split_validation`).
+        validation_data : tuple (X_valid, y_valid[, groups_valid]) or None, default=None
+            Held-out images to validate on instead of splitting ``X``, as
+            :func:`ckdlearn.pipeline.make_pipeline` passes them.
         **fit_params : dict
             Passed to skorch's ``fit`` (e.g. extra module inputs).
 
@@ -462,13 +518,109 @@ class CKDNetClassifier(NeuralNetClassifier):
         ------
         ValueError
             For malformed ``X``, ``y`` or parameters, fewer than two
-            classes, or a loss that stops being finite.
+            classes, ``validation`` without ``groups``, or a loss that
+            stops being finite.
         KeyboardInterrupt
             When training was interrupted.
         """
-        if not (self.warm_start and self.__sklearn_is_fitted__()):
-            X, y = self._learn_data(X, y)
-        return self._train(super().fit, X, y, **fit_params)
+        if self.warm_start and self.__sklearn_is_fitted__():
+            return self._train(super().fit, X, y, **fit_params)
+        if validation_data is None and self.validation is not None:
+            if groups is None:
+                raise ValueError(
+                    f"validation={self.validation!r} holds out scan series, so fit needs "
+                    "groups= (one series id per image). In a GridSearchCV, enable "
+                    "scikit-learn's metadata routing so groups reach fit: "
+                    "sklearn.set_config(enable_metadata_routing=True)."
+                )
+            train, valid = self.split_validation(y, groups)
+            X_all = as_image_batch(X, self.image_shape, estimator_name=type(self).__name__)
+            y_all = column_or_1d(y)
+            groups_valid = np.asarray(groups)[valid]
+            X, y = X_all[train], y_all[train]
+            validation_data = (X_all[valid], y_all[valid], groups_valid)
+        X, y = self._learn_data(X, y)
+        self.validation_groups_ = None
+        self.temperature_ = 1.0
+        self._validation_data = None
+        if validation_data is not None:
+            X_valid, y_valid, *groups_valid = validation_data
+            if groups_valid:
+                self.validation_groups_ = np.unique(groups_valid[0])
+            X_valid = as_image_batch(X_valid, expected_shape=self.image_shape_,
+                                     estimator_name=type(self).__name__)
+            self._validation_data = (X_valid, self._encode_labels(column_or_1d(y_valid)))
+        try:
+            self._train(super().fit, X, y, **fit_params)
+            if self._validation_data is not None and self.calibrate:
+                self.temperature_ = self._fit_temperature(*self._validation_data)
+        finally:
+            self._validation_data = None
+        return self
+
+    def split_validation(self, y, groups):
+        """Training and validation rows, whole scan series on each side.
+
+        The split ``fit`` makes with ``validation``: the first fold of
+        ``StratifiedGroupKFold(n_splits, shuffle=True)`` seeded by
+        ``random_state``, where ``n_splits`` is ``round(1 / validation)``
+        for a share, or ``validation`` itself for a number of folds.
+
+        Parameters
+        ----------
+        y : array-like of shape (n,)
+        groups : array-like of shape (n,)
+
+        Returns
+        -------
+        train, valid : ndarray of int
+            Row indices.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ckdlearn import CKDNetClassifier
+        >>> y = np.repeat(["Cyst", "Stone"], 10)
+        >>> groups = np.repeat(np.arange(10), 2)
+        >>> train, valid = CKDNetClassifier(validation=0.2, random_state=0).split_validation(y, groups)
+        >>> sorted(set(groups[valid]) & set(groups[train]))
+        []
+        """
+        y, groups = column_or_1d(y), column_or_1d(groups)
+        if len(groups) != len(y):
+            raise ValueError(
+                f"groups has {len(groups)} entries but y has {len(y)}; give one scan-series "
+                "id per image. (Behind a sampler, use ckdlearn.pipeline.make_pipeline, "
+                "which holds series out before resampling.)"
+            )
+        n_splits = self.validation if self.validation >= 1 else max(2, round(1 / self.validation))
+        seed = check_random_state(self.random_state).randint(2**31 - 1)
+        splitter = StratifiedGroupKFold(int(n_splits), shuffle=True, random_state=seed)
+        try:
+            return next(splitter.split(np.zeros(len(y)), y, groups))
+        except ValueError as error:
+            raise ValueError(
+                f"Cannot hold out 1/{n_splits} of the scan series for validation: {error}"
+            ) from None
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        if getattr(self, "_validation_data", None) is None:
+            return super().get_split_datasets(X, y, **fit_params)
+        return self.get_dataset(X, y), Dataset(*self._validation_data)
+
+    def _fit_temperature(self, X_valid, y_valid):
+        """The temperature that minimises the validation log-loss."""
+        logits = self.forward(X_valid, training=False).numpy().astype(np.float64)
+
+        def log_loss(log_t):
+            scaled = log_softmax(logits / np.exp(log_t), axis=1)
+            return -scaled[np.arange(len(y_valid)), y_valid].mean()
+
+        return float(np.exp(minimize_scalar(log_loss, bounds=(-3, 3), method="bounded").x))
+
+    def evaluation_step(self, batch, training=False):
+        logits = super().evaluation_step(batch, training=training)
+        return logits if training else logits / getattr(self, "temperature_", 1.0)
 
     def partial_fit(self, X, y, classes=None, **fit_params):
         """Train for ``max_epochs`` more epochs, initialising if needed.

@@ -81,6 +81,7 @@ def _failing(prefix):
 
 _ALLOWED = {  # module: names; builtins.print is skorch callbacks' ``sink``
     "ckdlearn": "CKDNetClassifier", "ckdlearn.nets": "CKDNet PaperCNN",
+    "ckdlearn.pipeline": "Pipeline",
     "ckdlearn.augmentation": "CTAugment", "ckdlearn.estimator": "CosineAnnealing batch_loader",
     "ckdlearn.over_sampling": "LeanSMOTE", "sklearn.pipeline": "Pipeline",
     "imblearn.pipeline": "Pipeline", "sklearn.neighbors": "NearestNeighbors",
