@@ -1,17 +1,35 @@
-"""Calibration metrics: does a predicted probability of 0.9 come true 9 times in 10?
+"""Metrics of trust: calibration, and accuracy when the model may decline.
 
 A classifier can rank well and still be over- or under-confident. For a
 clinical reader the confidence matters as much as the label, so ckdlearn
-reports the expected calibration error (ECE) beside accuracy, and draws
-reliability diagrams from :func:`reliability_curve`.
+reports the expected calibration error (ECE) beside accuracy and draws
+reliability diagrams from :func:`reliability_curve`. A model that says "I
+don't know" on its least certain cases is judged by its accuracy at each
+coverage (:func:`risk_coverage_curve`, :func:`accuracy_at_coverage`).
 """
 
 import numbers
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-__all__ = ["ReliabilityCurve", "expected_calibration_error", "reliability_curve"]
+from .validation import IntegerInterval
+
+__all__ = [
+    "ReliabilityCurve",
+    "accuracy_at_coverage",
+    "expected_calibration_error",
+    "reliability_curve",
+    "risk_coverage_curve",
+    "uncertainty_from_proba",
+]
+
+_BINNING = {
+    "n_bins": [IntegerInterval(1, None, closed="left")],
+    "strategy": [StrOptions({"uniform", "quantile"})],
+}
 
 # Tolerance on row sums of y_proba: float32 softmax outputs are off by ~1e-7,
 # values rounded for display by ~1e-4; anything further is not a probability.
@@ -116,15 +134,6 @@ def _check_inputs(y_true, y_proba, labels):
     return y_true, y_proba, labels
 
 
-def _check_binning(n_bins, strategy):
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
-    if strategy not in ("uniform", "quantile"):
-        raise ValueError(
-            f"strategy must be 'uniform' or 'quantile'; got {strategy!r}."
-        )
-
-
 def _bin(confidence, outcome, n_bins, strategy):
     """Group confidences into bins; return a ReliabilityCurve."""
     if strategy == "uniform":
@@ -153,6 +162,10 @@ def _ece_from_curve(curve):
     return float(np.sum(curve.counts[filled] * gaps) / curve.counts.sum())
 
 
+@validate_params(
+    {"y_true": ["array-like"], "y_proba": ["array-like"], "labels": ["array-like", None], **_BINNING},
+    prefer_skip_nested_validation=True,
+)
 def reliability_curve(y_true, y_proba, *, n_bins=15, strategy="uniform", labels=None):
     """Top-label reliability curve: accuracy against confidence, per bin.
 
@@ -208,7 +221,6 @@ def reliability_curve(y_true, y_proba, *, n_bins=15, strategy="uniform", labels=
     >>> print(curve.accuracy[1], curve.confidence[1])
     0.75 0.75
     """
-    _check_binning(n_bins, strategy)
     y_true, y_proba, labels = _check_inputs(y_true, y_proba, labels)
     predicted = labels[np.argmax(y_proba, axis=1)]
     confidence = y_proba.max(axis=1)
@@ -216,6 +228,11 @@ def reliability_curve(y_true, y_proba, *, n_bins=15, strategy="uniform", labels=
     return _bin(confidence, correct, n_bins, strategy)
 
 
+@validate_params(
+    {"y_true": ["array-like"], "y_proba": ["array-like"], "labels": ["array-like", None],
+     "kind": [StrOptions({"top_label", "classwise"})], **_BINNING},
+    prefer_skip_nested_validation=True,
+)
 def expected_calibration_error(
     y_true, y_proba, *, n_bins=15, strategy="uniform", labels=None, kind="top_label"
 ):
@@ -281,9 +298,6 @@ def expected_calibration_error(
     >>> expected_calibration_error(y_true, honest)
     0.0
     """
-    _check_binning(n_bins, strategy)
-    if kind not in ("top_label", "classwise"):
-        raise ValueError(f"kind must be 'top_label' or 'classwise'; got {kind!r}.")
     y_true, y_proba, labels = _check_inputs(y_true, y_proba, labels)
     if kind == "top_label":
         predicted = labels[np.argmax(y_proba, axis=1)]
@@ -296,3 +310,148 @@ def expected_calibration_error(
         for k, label in enumerate(labels)
     ]
     return float(np.mean(per_class))
+
+
+def _check_selective(y_true, y_pred, uncertainty):
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    uncertainty = np.asarray(uncertainty, dtype=np.float64)
+    if not (y_true.ndim == y_pred.ndim == uncertainty.ndim == 1) or not (
+        len(y_true) == len(y_pred) == len(uncertainty)
+    ):
+        raise ValueError(
+            "y_true, y_pred and uncertainty must be 1-D with one entry per sample; got "
+            f"shapes {y_true.shape}, {y_pred.shape} and {uncertainty.shape}."
+        )
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty; pass at least one prediction.")
+    if not np.isfinite(uncertainty).all():
+        raise ValueError("uncertainty holds NaN or infinity; expected finite scores.")
+    return y_true == y_pred, uncertainty
+
+
+@validate_params(
+    {"y_true": ["array-like"], "y_pred": ["array-like"], "uncertainty": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def risk_coverage_curve(y_true, y_pred, uncertainty):
+    """Accuracy on the most certain predictions, at every coverage.
+
+    A model that may decline to answer keeps the predictions it is most
+    sure of: at coverage 0.8 it answers the 80% with the lowest
+    uncertainty. The curve shows what that buys; its area under the risk
+    (1 - accuracy) is the AURC (Geifman & El-Yaniv, 2017), lower is better.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n,)
+        True and predicted labels.
+    uncertainty : array-like of shape (n,)
+        Higher means less sure, e.g. from
+        :meth:`ckdlearn.CKDNetClassifier.predict_uncertainty`.
+
+    Returns
+    -------
+    curve : Bunch
+        ``coverage`` and ``accuracy`` (one point per distinct uncertainty,
+        ties answered together), ``threshold`` (answer when the uncertainty
+        is at most this), ``aurc`` (mean risk over the points, weighted by
+        coverage steps) and ``auroc`` (ROC AUC of the uncertainty for
+        telling wrong from right predictions; NaN when all are right or all
+        wrong).
+
+    Examples
+    --------
+    >>> from ckdlearn.metrics import risk_coverage_curve
+    >>> curve = risk_coverage_curve([0, 0, 1, 1], [0, 0, 1, 0], [0.1, 0.2, 0.3, 0.9])
+    >>> curve.coverage.tolist(), curve.accuracy.tolist()
+    ([0.25, 0.5, 0.75, 1.0], [1.0, 1.0, 1.0, 0.75])
+    >>> float(curve.auroc)
+    1.0
+    """
+    from sklearn.metrics import roc_auc_score
+
+    correct, uncertainty = _check_selective(y_true, y_pred, uncertainty)
+    order = np.argsort(uncertainty, kind="stable")
+    sorted_uncertainty = uncertainty[order]
+    # The last index of each run of equal uncertainty: ties are answered together.
+    ends = np.flatnonzero(np.r_[sorted_uncertainty[1:] != sorted_uncertainty[:-1], True])
+    answered = ends + 1
+    accuracy = np.cumsum(correct[order])[ends] / answered
+    coverage = answered / len(correct)
+    steps = np.diff(np.r_[0.0, coverage])
+    wrong = ~correct
+    auroc = roc_auc_score(wrong, uncertainty) if 0 < wrong.sum() < len(wrong) else float("nan")
+    return Bunch(
+        coverage=coverage,
+        accuracy=accuracy,
+        threshold=sorted_uncertainty[ends],
+        aurc=float(np.sum(steps * (1 - accuracy))),
+        auroc=float(auroc),
+    )
+
+
+@validate_params(
+    {"y_true": ["array-like"], "y_pred": ["array-like"], "uncertainty": ["array-like"],
+     "coverage": [Interval(numbers.Real, 0, 1, closed="right")]},
+    prefer_skip_nested_validation=True,
+)
+def accuracy_at_coverage(y_true, y_pred, uncertainty, *, coverage=0.8):
+    """Accuracy on the ``coverage`` share of predictions the model is surest of.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n,)
+    uncertainty : array-like of shape (n,)
+        Higher means less sure.
+    coverage : float in (0, 1], default=0.8
+        Share of predictions answered (rounded up to whole predictions).
+
+    Returns
+    -------
+    accuracy : float
+
+    Examples
+    --------
+    >>> from ckdlearn.metrics import accuracy_at_coverage
+    >>> accuracy_at_coverage([0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0.1, 0.2, 0.3, 0.4, 0.9])
+    1.0
+    """
+    correct, uncertainty = _check_selective(y_true, y_pred, uncertainty)
+    kept = int(np.ceil(coverage * len(correct) - 1e-9))
+    return float(correct[np.argsort(uncertainty, kind="stable")[:kept]].mean())
+
+
+@validate_params(
+    {"proba": ["array-like"], "method": [StrOptions({"entropy", "margin"})]},
+    prefer_skip_nested_validation=True,
+)
+def uncertainty_from_proba(proba, method="entropy"):
+    """How unsure each prediction is, from its class probabilities.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, n_classes)
+    method : {"entropy", "margin"}, default="entropy"
+        ``"entropy"``: the entropy divided by ``log(n_classes)`` (0 for a
+        certain prediction, 1 for a uniform one); ``"margin"``: one minus
+        the gap between the two largest probabilities.
+
+    Returns
+    -------
+    uncertainty : ndarray of shape (n,)
+        In [0, 1]; higher is less sure.
+
+    Examples
+    --------
+    >>> from ckdlearn.metrics import uncertainty_from_proba
+    >>> uncertainty_from_proba([[1.0, 0.0], [0.5, 0.5]]).tolist()
+    [0.0, 1.0]
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] < 2:
+        raise ValueError(f"proba must be (n, n_classes) with n_classes >= 2; got {proba.shape}.")
+    if method == "margin":
+        top_two = np.sort(proba, axis=1)[:, -2:]
+        return 1.0 - (top_two[:, 1] - top_two[:, 0])
+    entropy = -(proba * np.log(np.clip(proba, 1e-300, 1))).sum(axis=1)
+    return np.clip(entropy / np.log(proba.shape[1]) + 0.0, 0.0, 1.0)

@@ -13,7 +13,7 @@ rest only, and hands the held-out real slices to the classifier.
 import numpy as np
 from imblearn.pipeline import Pipeline as ImbPipeline
 
-__all__ = ["Pipeline", "make_pipeline"]
+__all__ = ["Pipeline", "final_step_input", "make_pipeline"]
 
 
 class Pipeline(ImbPipeline):
@@ -100,10 +100,7 @@ class Pipeline(ImbPipeline):
             Xt, yt = head.fit_resample(X[train], y[train])
         else:
             Xt, yt = head.fit_transform(X[train], y[train]), y[train]
-        X_valid = X[valid]
-        for _, step in head.steps:  # samplers act in fit only
-            if step not in (None, "passthrough") and not hasattr(step, "fit_resample"):
-                X_valid = step.transform(X_valid)
+        X_valid = final_step_input(head.steps + [("final", final)], X[valid])[1]
         final_name = self.steps[-1][0]
         unknown = [name for name in params if not name.startswith(f"{final_name}__")]
         if unknown:
@@ -147,3 +144,59 @@ def make_pipeline(*steps, memory=None, verbose=False):
     from imblearn.pipeline import make_pipeline as imblearn_make_pipeline
 
     return Pipeline(imblearn_make_pipeline(*steps).steps, memory=memory, verbose=verbose)
+
+
+def final_step_input(estimator, X):
+    """The last step of a fitted pipeline, and ``X`` as that step receives it.
+
+    ``X`` goes through every transforming step; samplers (which act in
+    ``fit`` only) and ``"passthrough"`` steps are skipped, as a pipeline's
+    ``predict`` does. An estimator that is not a pipeline comes back with
+    ``X`` unchanged; a search (``GridSearchCV``) gives its
+    ``best_estimator_``'s.
+
+    Parameters
+    ----------
+    estimator : estimator, Pipeline or fitted search
+    X : array-like
+
+    Returns
+    -------
+    final : estimator
+    Xt : array-like
+
+    Raises
+    ------
+    TypeError
+        If a step before the last can neither transform nor resample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imblearn.over_sampling import SMOTE
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from ckdlearn.pipeline import final_step_input, make_pipeline
+    >>> X, y = np.arange(20.0).reshape(10, 2), [0] * 6 + [1] * 4
+    >>> pipe = make_pipeline(StandardScaler(), SMOTE(k_neighbors=2), LogisticRegression()).fit(X, y)
+    >>> final, Xt = final_step_input(pipe, X)
+    >>> type(final).__name__, bool(abs(Xt.mean()) < 1e-9)
+    ('LogisticRegression', True)
+    """
+    if not hasattr(estimator, "steps") and hasattr(estimator, "best_estimator_"):
+        estimator = estimator.best_estimator_
+    steps = getattr(estimator, "steps", None)
+    if not steps:
+        return estimator, X
+    for name, step in steps[:-1]:
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        if hasattr(step, "fit_resample"):
+            continue
+        if not hasattr(step, "transform"):
+            raise TypeError(
+                f"Pipeline step {name!r} ({type(step).__name__}) has neither transform "
+                "nor fit_resample, so X cannot be passed through it."
+            )
+        X = step.transform(X)
+    return final_step_input(steps[-1][1], X)

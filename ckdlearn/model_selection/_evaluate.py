@@ -25,12 +25,20 @@ from sklearn.model_selection import cross_validate
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import (
     HasMethods,
+    StrOptions,
     validate_parameter_constraints,
     validate_params,
 )
 
 from .._fingerprints import DEFAULT_NEAR_THRESHOLD
-from ..metrics import expected_calibration_error
+from ..metrics import (
+    accuracy_at_coverage,
+    expected_calibration_error,
+    risk_coverage_curve,
+    uncertainty_from_proba,
+)
+from ..pipeline import final_step_input
+from ..series import aggregate_series
 from ..validation import IntegerInterval, check_images
 from ._leakage import (
     FINGERPRINT_CONSTRAINTS,
@@ -91,6 +99,19 @@ class EvaluationResult(Bunch):
         The splitter that made the folds.
     grouped : bool
         Whether groups were given.
+    uncertainty : ndarray of shape (n_predictions,) or None
+        Uncertainty of each pooled prediction (higher: less sure); None
+        without ``predict_proba``.
+    selective : Bunch or None
+        The pooled :func:`~ckdlearn.metrics.risk_coverage_curve`
+        (``coverage``, ``accuracy``, ``aurc``, ``auroc`` of the uncertainty
+        for telling wrong from right) and ``accuracy_at_80`` (accuracy on
+        the 80% of slices the model is surest of).
+    series : Bunch or None
+        With groups and ``predict_proba``: one answer per held-out scan
+        series (``ids``, ``fold``, ``y_true``, ``y_pred``, ``proba``,
+        ``uncertainty``), its ``scores`` (accuracy, macro_f1) and its own
+        ``selective`` summary.
     """
 
     @property
@@ -171,6 +192,16 @@ class EvaluationResult(Bunch):
         lines.append(f"  {'class':<14s}{'precision':>10s}{'recall':>8s}   (pooled)")
         for label, precision, recall in zip(self.classes, self.precision, self.recall):
             lines.append(f"  {str(label):<14s}{precision:>10.3f}{recall:>8.3f}")
+        if self.series is not None:
+            lines.append(
+                f"  scan series ({len(self.series.ids)}): accuracy "
+                f"{self.series.scores['accuracy']:.3f}, macro-F1 {self.series.scores['macro_f1']:.3f}"
+            )
+        if self.selective is not None:
+            lines.append(
+                f"  uncertainty: AUROC for wrong predictions {self.selective.auroc:.3f}, "
+                f"accuracy at 80% coverage {self.selective.accuracy_at_80:.3f}"
+            )
         if self.leakage is not None:
             leaked = [report.leaked_fraction for report in self.leakage]
             lines.append(
@@ -207,6 +238,45 @@ def _scores(y_true, y_pred, y_proba, classes, n_bins):
         y_true, y_pred, labels=classes, zero_division=np.nan
     )
     return scores, precision, recall
+
+
+def _selective(y_true, y_pred, uncertainty):
+    curve = risk_coverage_curve(y_true, y_pred, uncertainty)
+    curve.accuracy_at_80 = accuracy_at_coverage(y_true, y_pred, uncertainty, coverage=0.8)
+    return curve
+
+
+def _uncertainty(estimator, X_test, y_proba, method):
+    """``predict_uncertainty`` of the classifier, or the same score from its probabilities."""
+    final, Xt = final_step_input(estimator, X_test)
+    if hasattr(final, "predict_uncertainty"):
+        return final.predict_uncertainty(Xt, method=method)
+    if method == "knn":
+        raise ValueError("uncertainty='knn' needs an estimator with predict_uncertainty.")
+    return uncertainty_from_proba(y_proba, method)
+
+
+def _series_answers(y, groups, splits, y_proba, uncertainty, classes):
+    """One prediction per held-out scan series, and its scores."""
+    parts = []
+    for k, (_, test) in enumerate(splits):
+        rows = slice(sum(len(t) for _, t in splits[:k]), sum(len(t) for _, t in splits[: k + 1]))
+        combined = aggregate_series(y_proba[rows], groups[test])
+        index = np.unique(groups[test], return_inverse=True)[1].ravel()
+        first = np.unique(index, return_index=True)[1]
+        parts.append(dict(
+            ids=combined.series, fold=np.full(len(combined.series), k),
+            y_true=y[test][first], proba=combined.proba,
+            uncertainty=np.bincount(index, weights=uncertainty[rows]) / combined.n_slices,
+        ))
+    series = Bunch(**{key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
+    series.y_pred = classes[series.proba.argmax(axis=1)]
+    series.scores = {
+        "accuracy": float(accuracy_score(series.y_true, series.y_pred)),
+        "macro_f1": float(f1_score(series.y_true, series.y_pred, average="macro", zero_division=0)),
+    }
+    series.selective = _selective(series.y_true, series.y_pred, series.uncertainty)
+    return series
 
 
 def _predict_fold(estimator, X_test, classes):
@@ -323,6 +393,7 @@ def _audit(X, splits, image_shape, audit_params):
         "image_shape": ["array-like", None],
         "audit_params": [dict, None],
         "n_bins": [IntegerInterval(1, None, closed="left")],
+        "uncertainty": [StrOptions({"entropy", "margin", "knn"})],
     },
     prefer_skip_nested_validation=False,
 )
@@ -340,6 +411,7 @@ def evaluate(
     image_shape=None,
     audit_params=None,
     n_bins=15,
+    uncertainty="entropy",
 ):
     """Cross-validate a classifier on CT slices, scan series kept whole.
 
@@ -399,6 +471,11 @@ def evaluate(
         ``max_shift``, ``thumbnail_size``.
     n_bins : int, default=15
         Bins of the expected calibration error.
+    uncertainty : {"entropy", "margin", "knn"}, default="entropy"
+        The uncertainty score of each prediction (see
+        :meth:`ckdlearn.CKDNetClassifier.predict_uncertainty`), for the
+        selective-prediction summary; ``"knn"`` needs a classifier that
+        has ``predict_uncertainty``.
 
     Returns
     -------
@@ -517,6 +594,15 @@ def evaluate(
     y_pred = np.concatenate([y_pred for y_pred, _ in predictions])
     y_proba = np.vstack([proba for _, proba in predictions]) if has_proba else None
     pooled_scores, precision, recall = _scores(y_true, y_pred, y_proba, classes, n_bins)
+    scores_of_uncertainty = selective = series = None
+    if has_proba:
+        scores_of_uncertainty = np.concatenate([
+            _uncertainty(fitted, X[test], proba, uncertainty)
+            for fitted, (_, test), (_, proba) in zip(extras["estimator"], splits, predictions)
+        ])
+        selective = _selective(y_true, y_pred, scores_of_uncertainty)
+        if groups is not None:
+            series = _series_answers(y, groups, splits, y_proba, scores_of_uncertainty, classes)
     return EvaluationResult(
         classes=classes,
         fold_scores={name: np.asarray(v, dtype=np.float64) for name, v in fold_scores.items()},
@@ -537,4 +623,7 @@ def evaluate(
         estimators=list(extras["estimator"]) if return_estimator else None,
         cv=splitter,
         grouped=groups is not None,
+        uncertainty=scores_of_uncertainty,
+        selective=selective,
+        series=series,
     )
