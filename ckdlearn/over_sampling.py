@@ -13,12 +13,12 @@ its peak stays near the output's size (``benchmarks/bench_memory.py``:
 1.17x instead of 2.11x at 12,500 slices of 128 px).
 """
 
-import numbers
-
 import numpy as np
 from imblearn.over_sampling import SMOTE
 from scipy import sparse
 from sklearn.utils import check_random_state
+
+from .validation import IntegerInterval
 
 __all__ = ["LeanSMOTE"]
 
@@ -60,9 +60,15 @@ class LeanSMOTE(SMOTE):
 
     Notes
     -----
-    As SMOTE does, new rows are computed in float64 and cast to the input
-    dtype; only one chunk is float64 at a time. Give float32 images (uint8
-    differences would wrap around).
+    New rows are computed in float64, one chunk at a time, and cast to the
+    input dtype. For float input that is exactly SMOTE's arithmetic. For
+    integer images (uint8, uint16) the differences are taken in float64 and
+    the new pixels rounded: imbalanced-learn's SMOTE subtracts them in the
+    integer dtype, where ``3 - 5`` wraps around to 254.
+
+    A class to oversample needs more images than ``k_neighbors``; with
+    fewer, the error names the class, its count and the largest
+    ``k_neighbors`` it allows.
 
     Examples
     --------
@@ -79,6 +85,11 @@ class LeanSMOTE(SMOTE):
     >>> np.array_equal(X_lean, X_ref)
     True
     """
+
+    _parameter_constraints = {
+        **SMOTE._parameter_constraints,
+        "chunk_size": [IntegerInterval(1, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -98,8 +109,6 @@ class LeanSMOTE(SMOTE):
     def _fit_resample(self, X, y):
         if sparse.issparse(X):
             return super()._fit_resample(X, y)
-        if not isinstance(self.chunk_size, numbers.Integral) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer; got {self.chunk_size!r}.")
         self._validate_estimator()
         n_new = sum(self.sampling_strategy_.values())
         X_resampled = np.empty((len(X) + n_new, X.shape[1]), dtype=X.dtype)
@@ -111,6 +120,15 @@ class LeanSMOTE(SMOTE):
             if n_samples == 0:
                 continue
             X_class = X[np.flatnonzero(y == class_sample)]
+            k = self.nn_k_.n_neighbors - 1
+            if len(X_class) <= k:
+                raise ValueError(
+                    f"SMOTE cannot oversample class {np.asarray(class_sample).item()!r}: it has "
+                    f"{len(X_class)} image(s) and k_neighbors={k} needs at least {k + 1}. "
+                    + (f"Use k_neighbors={len(X_class) - 1} or lower, add images"
+                       if len(X_class) > 1 else "Add images")
+                    + " of that class, or weight the loss instead (class_weight='balanced')."
+                )
             self.nn_k_.fit(X_class)
             neighbours = self.nn_k_.kneighbors(X_class, return_distance=False)[:, 1:]
             # SMOTE draws a fresh generator per class, picks then steps; the
@@ -121,11 +139,15 @@ class LeanSMOTE(SMOTE):
             rows = np.floor_divide(picks, neighbours.shape[1])
             cols = np.mod(picks, neighbours.shape[1])
             out = X_resampled[offset : offset + n_samples]
+            integers = X.dtype.kind in "biu"
             for start in range(0, n_samples, self.chunk_size):
                 chunk = slice(start, start + self.chunk_size)
                 base = X_class[rows[chunk]]
                 towards = X_class[neighbours[rows[chunk], cols[chunk]]]
-                out[chunk] = base + steps[chunk] * (towards - base)
+                if integers:  # no wrap-around in the difference
+                    base, towards = base.astype(np.float64), towards.astype(np.float64)
+                new = base + steps[chunk] * (towards - base)
+                out[chunk] = np.rint(new) if integers else new
             y_resampled[offset : offset + n_samples] = class_sample
             offset += n_samples
         return X_resampled, y_resampled

@@ -76,13 +76,13 @@ def test_clone_params_and_bad_chunk_size():
     assert sampler.get_params()["chunk_size"] == 64
     X, y = _imbalanced()
     for bad in (0, -3, 2.5):
-        with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        with pytest.raises(ValueError, match=r"'chunk_size' parameter of LeanSMOTE must be an int in the range \[1, inf\)"):
             LeanSMOTE(chunk_size=bad).fit_resample(X, y)
 
 
 def test_class_too_small_for_its_neighbours_is_a_clear_error():
     X, y = _imbalanced(n=(20, 20, 3))
-    with pytest.raises(ValueError, match="n_neighbors|n_samples"):
+    with pytest.raises(ValueError, match=r"class 'Stone'.*3 image\(s\).*k_neighbors=2 or lower"):
         LeanSMOTE(k_neighbors=5).fit_resample(X, y)
 
 
@@ -97,3 +97,46 @@ def test_pipeline_fits_predicts_and_saves(tmp_path):
     assert isinstance(loaded[0], LeanSMOTE)
     assert loaded[0].get_params() == pipe[0].get_params()
     np.testing.assert_array_equal(loaded.predict(X), pipe.predict(X))
+
+
+# --- scikit-learn's and imbalanced-learn's estimator checks ------------------
+
+from imblearn.utils.estimator_checks import parametrize_with_checks as imblearn_checks  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+
+@parametrize_with_checks([LeanSMOTE(random_state=0)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@imblearn_checks([LeanSMOTE(random_state=0)])
+def test_imblearn_sampler_checks(estimator, check):
+    check(estimator)
+
+
+def test_integer_images_do_not_wrap_around():
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, size=(30, 64)).astype(np.uint8)
+    y = np.array([0] * 20 + [1] * 10)
+    X_new, _ = LeanSMOTE(random_state=0).fit_resample(X, y)
+    assert X_new.dtype == np.uint8
+    new = X_new[30:].astype(float)
+    # Each synthetic pixel lies between the two images it interpolates; with
+    # a wrap-around 3 - 5 = 254 it would not.
+    minority = X[y == 1].astype(float)
+    assert new.min() >= minority.min(axis=0).min() and new.max() <= minority.max()
+    reference, _ = LeanSMOTE(random_state=0).fit_resample(X.astype(np.float64), y)
+    assert np.abs(new - reference[30:]).max() <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize("n_minority, message", [
+    (3, r"class 'Stone'.*3 image\(s\) and k_neighbors=5.*k_neighbors=2 or lower"),
+    (1, r"class 'Stone'.*1 image\(s\).*Add images"),
+])
+def test_a_class_too_small_for_smote_is_named(n_minority, message):
+    X, y = _imbalanced(n=(20, 15, n_minority))
+    with pytest.raises(ValueError, match=message):
+        LeanSMOTE(random_state=0).fit_resample(X, y)
+    with pytest.raises(ValueError, match="chunk_size"):
+        LeanSMOTE(chunk_size=0).fit_resample(*_imbalanced())
