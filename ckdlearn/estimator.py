@@ -160,6 +160,32 @@ def _say_nothing(*args, **kwargs):
     """The early-stopping message's sink when ``verbose=0``."""
 
 
+class _SeriesEarlyStopping(EarlyStopping):
+    """skorch's EarlyStopping(load_best=True), on only while validation series are held out.
+
+    Its patience and verbosity are the net's ``early_stopping`` and
+    ``verbose``, read when training starts.
+    """
+
+    def __init__(self):
+        super().__init__(monitor="valid_loss", load_best=True)
+
+    def on_train_begin(self, net, **kwargs):
+        self.active_ = getattr(net, "_validation_data", None) is not None
+        if self.active_:
+            self.patience = net.max_epochs if net.early_stopping is None else net.early_stopping
+            self.sink = print if net.verbose else _say_nothing
+            super().on_train_begin(net, **kwargs)
+
+    def on_epoch_end(self, net, **kwargs):
+        if self.active_:
+            super().on_epoch_end(net, **kwargs)
+
+    def on_train_end(self, net, **kwargs):
+        if self.active_:
+            super().on_train_end(net, **kwargs)
+
+
 class _Interrupted(Exception):
     """Raised through skorch's loop, which would swallow a KeyboardInterrupt."""
 
@@ -480,12 +506,7 @@ class CKDNetClassifier(NeuralNetClassifier):
                 )
             callbacks.append((name, callback))
         callbacks.insert(1, ("lr_scheduler", CosineAnnealing()))
-        if self.validation is not None:
-            patience = self.max_epochs if self.early_stopping is None else self.early_stopping
-            sink = print if self.verbose else _say_nothing
-            callbacks.append(
-                ("early_stopping", EarlyStopping(patience=patience, load_best=True, sink=sink))
-            )
+        callbacks.append(("early_stopping", _SeriesEarlyStopping()))
         return callbacks
 
     def __sklearn_is_fitted__(self):
@@ -567,7 +588,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         finally:
             self._validation_data = None
         rows = check_random_state(self.random_state).permutation(len(X))[:_KNN_REFERENCE]
-        self.train_features_ = self.transform_features(X[np.sort(rows)])
+        with self._random_state_context():  # the DataLoader draws a seed
+            self.train_features_ = self.transform_features(X[np.sort(rows)])
         return self
 
     def split_validation(self, y, groups):
@@ -616,6 +638,7 @@ class CKDNetClassifier(NeuralNetClassifier):
             ) from None
 
     def get_split_datasets(self, X, y=None, **fit_params):
+        # ``fit`` sets ``_validation_data`` for the length of one training run.
         if getattr(self, "_validation_data", None) is None:
             return super().get_split_datasets(X, y, **fit_params)
         return self.get_dataset(X, y), Dataset(*self._validation_data)

@@ -10,6 +10,7 @@ ckdlearn's own is the audit, the pooled out-of-fold predictions and the
 scores computed from them.
 """
 
+import inspect
 import time
 import warnings
 
@@ -559,9 +560,13 @@ def evaluate(
         scoring = [name for name in scoring if name not in _BUILTIN_METRICS]
     elif isinstance(scoring, str) and scoring in _BUILTIN_METRICS:
         scoring = None
+    # Estimators whose fit takes groups (ckdlearn's pipeline and classifier,
+    # to hold validation series out) get each training fold's.
+    takes_groups = groups is not None and "groups" in inspect.signature(estimator.fit).parameters
     extras = cross_validate(
         estimator, X, y, cv=splits, scoring=scoring or None, n_jobs=n_jobs,
         return_estimator=True, error_score="raise",
+        params={"groups": groups} if takes_groups else None,
     )
     if not scoring:
         extra_scores = {}
