@@ -554,6 +554,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         KeyboardInterrupt
             When training was interrupted.
         """
+        self._validate_parameters()
         if self.warm_start and self.__sklearn_is_fitted__():
             return self._train(super().fit, X, y, **fit_params)
         if validation_data is None and self.validation is not None:
@@ -677,6 +678,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         self : CKDNetClassifier
             The estimator, trained for ``max_epochs`` more epochs.
         """
+        self._validate_parameters()
         if not self.__sklearn_is_fitted__():
             X, y = self._learn_data(X, y, classes)
         return self._train(super().partial_fit, X, y, **fit_params)
@@ -689,12 +691,14 @@ class CKDNetClassifier(NeuralNetClassifier):
             raise KeyboardInterrupt(str(interruption)) from None
         return self
 
-    def _learn_data(self, X, y, classes=None):
-        """Validate parameters and data; set what the data determines."""
+    def _validate_parameters(self):
         validate_parameter_constraints(
             self._parameter_constraints, self.get_params(deep=False), caller_name=type(self).__name__
         )
         self._check_label_smoothing()
+
+    def _learn_data(self, X, y, classes=None):
+        """Validate the data; set what it determines."""
         name = type(self).__name__
         if y is None:
             raise ValueError(

@@ -72,6 +72,8 @@ def aggregate_series(proba, groups, *, method="mean_log", floor=_FLOOR):
             "proba must be (n_slices, n_classes) and groups hold one series id per "
             f"slice; got shapes {proba.shape} and {groups.shape}."
         )
+    if not proba.size:
+        raise ValueError(f"proba is empty (shape {proba.shape}); pass at least one slice.")
     if not np.isfinite(proba).all() or proba.min() < 0 or proba.max() > 1 + 1e-6:
         raise ValueError("proba must hold probabilities in [0, 1], as predict_proba returns.")
     series, index, n_slices = np.unique(groups, return_inverse=True, return_counts=True)

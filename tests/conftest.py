@@ -27,3 +27,20 @@ def real_data_root():
 @pytest.fixture(scope="session")
 def blob_data():
     return make_blob_images()
+
+
+# --- hypothesis profiles ----------------------------------------------------
+# "ci" (the default) keeps the fuzzing suite to seconds per test; the larger
+# run: pytest tests/test_fuzz.py --hypothesis-profile=fuzz
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+_QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=12, deadline=None, suppress_health_check=_QUIET)
+settings.register_profile("fuzz", max_examples=250, deadline=None, suppress_health_check=_QUIET)
+settings.load_profile("ci")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from fuzzing import write_report
+
+    write_report()

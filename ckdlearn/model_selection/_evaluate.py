@@ -552,6 +552,13 @@ def evaluate(
     splits = split_indices(splitter, X, y, groups)
     if groups is not None:
         _warn_if_groups_shared(splits, groups, splitter)
+    for k, (train, _) in enumerate(splits):
+        if len(np.unique(y[train])) < 2:
+            raise ValueError(
+                f"Fold {k + 1} of {_describe_cv(splitter)} trains on one class only "
+                f"({np.unique(y[train]).tolist()}); a classifier needs two. Use fewer "
+                "folds or a stratified splitter."
+            )
     leakage = _audit(X, splits, image_shape, audit_params) if audit else None
 
     if isinstance(scoring, dict):

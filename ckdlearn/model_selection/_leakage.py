@@ -397,10 +397,16 @@ def split_indices(cv, X, y, groups):
     with warnings.catch_warnings():
         # Splitters that ignore groups still accept them; say so ourselves.
         warnings.simplefilter("ignore", UserWarning)
-        splits = [
-            (np.asarray(train, dtype=np.intp), np.asarray(test, dtype=np.intp))
-            for train, test in cv.split(np.zeros((n_samples, 1)), y, groups)
-        ]
+        try:
+            splits = [
+                (np.asarray(train, dtype=np.intp), np.asarray(test, dtype=np.intp))
+                for train, test in cv.split(np.zeros((n_samples, 1)), y, groups)
+            ]
+        except ValueError as error:
+            raise ValueError(
+                f"cv={cv!r} cannot split these {n_samples} images: {error} Use fewer "
+                "folds, or more images and scan series per class."
+            ) from None
     if not splits:
         raise ValueError(f"cv={cv!r} produced no train/test splits.")
     return splits
