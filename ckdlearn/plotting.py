@@ -19,6 +19,7 @@ __all__ = [
     "plot_cv_scores",
     "plot_explanations",
     "plot_reliability_diagram",
+    "plot_risk_coverage",
 ]
 
 
@@ -476,4 +477,45 @@ def plot_cv_scores(scores, *, metrics=None, ax=None):
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("Score per fold")
     ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def plot_risk_coverage(curves, *, ax=None):
+    """Accuracy against coverage: what declining the least certain cases buys.
+
+    Parameters
+    ----------
+    curves : Bunch or dict of str to Bunch
+        One :func:`~ckdlearn.metrics.risk_coverage_curve` (or
+        ``evaluate(...).selective``), or several by name (e.g. slices and
+        scan series, or uncertainty scores).
+    ax : matplotlib Axes, default=None
+        Where to draw; None creates a new figure.
+
+    Returns
+    -------
+    figure : matplotlib Figure
+
+    Examples
+    --------
+    >>> from ckdlearn.metrics import risk_coverage_curve
+    >>> from ckdlearn.plotting import plot_risk_coverage
+    >>> curve = risk_coverage_curve([0, 1, 1, 0], [0, 1, 0, 0], [0.1, 0.2, 0.9, 0.3])
+    >>> fig = plot_risk_coverage({"slices": curve})
+    >>> fig.axes[0].get_xlabel()
+    'Coverage (share of predictions answered)'
+    """
+    if hasattr(curves, "coverage"):
+        curves = {"": curves}
+    figure, ax = _new_axes(ax, figsize=(5.5, 4.2))
+    for name, curve in curves.items():
+        label = f"{name} (AUROC {curve.auroc:.2f}, AURC {curve.aurc:.3f})".strip()
+        ax.step(curve.coverage, curve.accuracy, where="post", label=label)
+    ax.axvline(0.8, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("Coverage (share of predictions answered)")
+    ax.set_ylabel("Accuracy of the answered predictions")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize="small")
     return figure
