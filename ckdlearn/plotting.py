@@ -83,6 +83,11 @@ def plot_confusion_matrix(
         If ``y_true`` and ``y_pred`` differ in length or ``normalize`` is
         not one of the options.
 
+    Notes
+    -----
+    Drawn by scikit-learn's
+    :meth:`~sklearn.metrics.ConfusionMatrixDisplay.from_predictions`.
+
     Examples
     --------
     >>> from ckdlearn.plotting import plot_confusion_matrix
@@ -91,41 +96,19 @@ def plot_confusion_matrix(
     >>> [text.get_text() for text in fig.axes[0].texts]
     ['1', '0', '1', '1']
     """
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay
 
-    if normalize not in (None, "true", "pred", "all"):
-        raise ValueError(
-            f"normalize must be None, 'true', 'pred' or 'all'; got {normalize!r}."
-        )
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(
-            "y_true and y_pred must be 1-D with one label per sample; got shapes "
-            f"{y_true.shape} and {y_pred.shape}."
-        )
+    figure, ax = _new_axes(ax, figsize=(6.5, 5.5))
     if labels is None:
-        labels = np.unique(np.concatenate([y_true, y_pred]))
-    labels = np.asarray(labels)
-    matrix = confusion_matrix(y_true, y_pred, labels=labels, normalize=normalize)
-
-    figure, ax = _new_axes(ax, figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 1.5))
-    image = ax.imshow(matrix, cmap=cmap, vmin=0, vmax=1 if normalize else None)
-    threshold = (matrix.max() + matrix.min()) / 2.0
-    for (row, column), value in np.ndenumerate(matrix):
-        text = f"{value:.2f}" if normalize else f"{value:d}"
-        # Light text on dark cells, dark text on light ones.
-        color = "white" if value > threshold else "black"
-        ax.text(column, row, text, ha="center", va="center", color=color)
-    tick_positions = np.arange(len(labels))
-    ax.set_xticks(tick_positions, [str(label) for label in labels])
-    ax.set_yticks(tick_positions, [str(label) for label in labels])
-    ax.set_xlabel("Predicted label")
-    ax.set_ylabel("True label")
+        labels = np.unique(np.concatenate([np.asarray(y_true), np.asarray(y_pred)]))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=labels, normalize=normalize, ax=ax, cmap=cmap,
+        colorbar=colorbar, values_format=".2f" if normalize else "d",
+        im_kw={"vmin": 0, "vmax": 1} if normalize else None,
+    )
     if title is None:
         title = "Confusion matrix" + (f" (normalised over {normalize})" if normalize else "")
     ax.set_title(title)
-    if colorbar:
-        figure.colorbar(image, ax=ax)
     return figure
 
 
