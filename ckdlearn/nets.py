@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CKDNet", "PaperCNN"]
+__all__ = ["CKDNet", "PaperCNN", "count_parameters"]
 
 
 class _HalveSpatial(nn.Module):
