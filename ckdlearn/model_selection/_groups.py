@@ -175,7 +175,7 @@ def infer_scan_groups(
     far away in the numbering (five Stone and two Tumor merges, e.g.
     Stone 34-63 and Stone 242, or Stone 290-320 and Stone 463-500, whose
     closest slices lie 0.107 apart). At 64 pixels the audit's criterion
-    flags 27,096 pairs of slices (none exact), 276 of them between
+    flags 27,094 pairs of slices (none exact), 276 of them between
     different series of steps 1-2 and none between classes; ``audit_cv``
     then reports no leaked test image in any fold of
     ``StratifiedGroupKFold(5)``. The result is identical (same ids) for
@@ -183,9 +183,9 @@ def infer_scan_groups(
     :func:`ckdlearn.datasets.load_ct_kidney` (measured at 16, 24, 32, 48,
     64, 80, 100 and 128), which area-averages when shrinking; below 16
     pixels the images themselves are compared, and at 8 and 12 pixels one
-    more pair of Stone series is merged (80 series). The merge takes about
-    0.8 s at 64 pixels and 1.2 s at 128 on the 3,879 slices (two shared
-    cores): most pairs are ruled out before the shifts are compared.
+    more pair of Stone series is merged (80 series). Its speed is measured
+    in ``benchmarks/bench_loading.py``: most pairs are ruled out before the
+    shifts are compared.
 
     The ids approximate scan series, not patients: the dataset has no
     patient ids, and two series of one patient that are not

@@ -326,9 +326,11 @@ def audit_leakage(
     independent of the value range. The distance between a training and a
     test image is the smallest over shifts of the test image by up to
     ``max_shift`` pixels (edges replicated), because a 1-pixel offset
-    moves sharp body outlines across thumbnail blocks. All pairs are
-    compared with matrix products in blocks, never at full resolution:
-    3,879 x 3,879 images of 128x128 take about a second or two. Images
+    moves sharp body outlines across thumbnail blocks. Candidate pairs are
+    screened with matrix products in blocks, never at full resolution, and
+    each candidate's distance is then computed in float64 from its two
+    thumbnails alone, so a pair has the same distance in every fold and
+    on every CPU (``benchmarks/bench_audit.py`` measures the speed). Images
     without contrast (constant images) are matched only as exact
     duplicates. Pairs found as exact are not repeated as near.
 
