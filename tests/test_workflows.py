@@ -1,7 +1,9 @@
 """The workflows behind the commands, as Python functions, and their layout."""
 
 import ast
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 import ckdlearn.workflows as workflows
 from ckdlearn.report import Report
 from ckdlearn.workflows import (
+    EpochProgress,
     baseline_predictions,
     build_pipeline,
     check_training_outputs,
@@ -115,3 +118,26 @@ def test_find_image_files_uses_the_readers_rules(tmp_path):
 def test_build_pipeline_refuses_unknown_methods():
     with pytest.raises(ValueError, match="method must be one of"):
         build_pipeline("oversample")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_training_progress_goes_to_stderr(terminal, monkeypatch, capsys, blob_data):
+    from helpers import tiny_classifier
+
+    if terminal:
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+    X, y = blob_data
+    tiny_classifier(callbacks=[("progress", EpochProgress("fold 1"))]).fit(X, y)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = sys.stderr.getvalue() if terminal else captured.err
+    if terminal:  # a bar that redraws itself, no line per epoch
+        assert "fold 1:" in err and "2/2" in err and "\r" in err and "epoch 1:" not in err
+    else:
+        assert "fold 1: epoch 1: train loss" in err and "fold 1: epoch 2:" in err
+        assert "\x1b[" not in err and "\r" not in err
