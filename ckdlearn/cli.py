@@ -101,15 +101,15 @@ def cmd_predict(args):
 
 
 def _emit(text, output, force):
-    """Print a result, or write it to ``output`` atomically."""
+    """Print a result, or write it to the file ``output`` (its folder created if need be)."""
     if not output:
         sys.stdout.write(text)
         return
     from pathlib import Path
 
-    from ._files import atomic_write_bytes
+    from ._files import write_files
 
-    atomic_write_bytes(Path(output), text.encode(), overwrite=force)
+    write_files(Path(output).parent, {Path(output).name: text.encode()}, overwrite=force)
 
 
 def cmd_explain(args):

@@ -193,6 +193,10 @@ def test_predict_to_file_and_no_overwrite(model_file, dataset_dir, tmp_path, cap
     status, _, err = run(["predict", model_file, dataset_dir / "Cyst", "-o", target, "--force"], capsys)
     assert status == 0, err
     assert target.read_text().startswith("file,label,")
+    nested = tmp_path / "new" / "folder" / "predictions.json"
+    status, _, err = run(["predict", model_file, dataset_dir / "Cyst", "-o", nested, "--format", "json"], capsys)
+    assert status == 0, err
+    assert len(json.loads(nested.read_text())) == 8
 
 
 def test_predict_resizes_other_sizes_and_says_so(model_file, tmp_path, capsys):
