@@ -380,7 +380,8 @@ def test_cli_hints_use_cli_syntax(model_file, tmp_path, capsys):
     assert_one_line_error(status, err, "scan.png", "--on-error skip")
     assert "on_error=" not in err
     status, out, err = run(["predict", model_file, broken, "--on-error", "skip"], capsys)
-    assert status == 1 or "scan.png" in err  # nothing left to predict, or a warning naming it
+    assert "warning: Left out 1 slice file" in err and "scan.png" in err
+    assert_one_line_error(status, err, "None of the 1 image files could be read")
 
 
 def test_stray_files_in_class_folders(model_file, dataset_dir, tmp_path, capsys):

@@ -137,7 +137,7 @@ def test_training_progress_goes_to_stderr(terminal, monkeypatch, capsys, blob_da
     assert captured.out == ""
     err = sys.stderr.getvalue() if terminal else captured.err
     if terminal:  # a bar that redraws itself, no line per epoch
-        assert "fold 1:" in err and "2/2" in err and "\r" in err and "epoch 1:" not in err
+        assert "fold 1:" in err and "/2 [" in err and "\r" in err and "epoch 1:" not in err
     else:
         assert "fold 1: epoch 1: train loss" in err and "fold 1: epoch 2:" in err
         assert "\x1b[" not in err and "\r" not in err

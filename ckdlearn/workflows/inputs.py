@@ -101,5 +101,7 @@ def read_for_model(files, model, progress=silent, on_error="raise"):
     if resized:
         progress(f"note: {resized} of {len(files)} images resized to {height}x{width} pixels.")
     images, skipped = read_images(files, image_size=height, on_error=on_error, return_skipped=True)
+    if not len(images):
+        raise ValueError(f"None of the {len(files)} image files could be read (each is named above).")
     skipped_paths = {path for path, _ in skipped}
     return images, [f for f in files if os.fspath(f) not in skipped_paths]
