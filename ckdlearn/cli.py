@@ -16,6 +16,7 @@ import io
 import json
 import signal
 import sys
+import threading
 import warnings
 
 __all__ = ["build_parser", "main"]
@@ -311,13 +312,16 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     name = f"ckdlearn {args.command}"
+
     def on_interrupt(signum, frame):
         raise _Interrupted
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         _say(f"{name}: warning: {message}")
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # elsewhere Ctrl-C stays a KeyboardInterrupt
+        previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
@@ -337,7 +341,8 @@ def main(argv=None):
         _say(f"{name}: error: {message}")
         return 1
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if in_main_thread and previous is not None:  # None: set outside Python
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,7 +76,9 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
 
     files = find_image_files(files)
     out = Path(out)
-    check_outputs([out / name for name in [*_overlay_names(files), "grid.png"]], overwrite=force)
+    # Named by their place among the inputs, also when some are skipped.
+    names = dict(zip(files, _overlay_names(files)))
+    check_outputs([out / name for name in [*names.values(), "grid.png"]], overwrite=force)
     model = as_model(model)
     if target is not None:
         target = _coerce_label(target, final_classifier(model).classes_)
@@ -91,7 +93,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
         size=(size, size), mode="bilinear", align_corners=False,
     )[:, 0].clamp(0, 1).numpy()
     outputs = {}
-    for name, image, heatmap in zip(_overlay_names(files), slices, heatmaps):
+    for name, image, heatmap in zip([names[f] for f in files], slices, heatmaps):
         buffer = io.BytesIO()
         plt.imsave(buffer, overlay_heatmap(image, heatmap), format="png")
         outputs[name] = buffer.getvalue()
