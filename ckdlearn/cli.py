@@ -1,141 +1,93 @@
-"""The ``ckdlearn`` command.
+"""The ``ckdlearn`` command: parse the arguments, run a workflow, print its result.
 
 Sub-commands: ``demo``, ``train``, ``evaluate``, ``predict``, ``explain``,
-``audit`` and ``reproduce-paper``. Each prints progress to stderr and
-results to stdout, never overwrites an output without ``--force``, and
-reports bad input as one line on stderr with exit status 1 (``--debug``
-shows the traceback). Usage errors exit with status 2, as argparse does.
+``audit`` and ``reproduce-paper``; what each does lives in
+:mod:`ckdlearn.workflows`. Progress and warnings go to stderr, results to
+stdout. Outputs are checked before any work and never replaced without
+``--force``. Bad input is one line on stderr and exit status 1
+(``--debug`` shows the traceback); usage errors exit 2, as argparse does;
+Ctrl-C exits 130. Nothing heavy is imported before a command runs, so
+``--help``, ``--version`` and usage errors answer at once.
 """
 
 import argparse
 import csv
 import io
 import json
+import signal
 import sys
-import time
-from pathlib import Path
+import threading
+import warnings
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-
-def _progress(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def _limit_threads(args):
-    import torch
-
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+# The library's messages name Python arguments; here they are options.
+_CLI_SPELLING = {
+    "overwrite=True": "--force",
+    "force=True": "--force",
+    "resume=True": "--resume",
+    "on_error='skip'": "--on-error skip",
+}
 
 
-# --- commands -------------------------------------------------------------------
+def _for_cli(message):
+    for python, option in _CLI_SPELLING.items():
+        message = message.replace(python, option)
+    return message
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C, raised as a type that no library swallows: skorch ends
+    training quietly on a KeyboardInterrupt, as if a callback stopped it."""
+
+
+def _say(message):
+    print(_for_cli(str(message)), file=sys.stderr, flush=True)
+
+
+# --- commands: call a workflow, print what it returns ---------------------------
 
 
 def cmd_demo(args):
-    import numpy as np
-    from sklearn.model_selection import StratifiedGroupKFold
+    from .workflows.demo import run_demo
 
-    from .datasets import load_ct_kidney_sample
-    from .persistence import save
-    from .report import prepare_output_path
-    from .workflows import build_pipeline, report_evaluation
-
-    out = prepare_output_path(args.out, force=args.force)
-    started = time.perf_counter()
-    dataset = load_ct_kidney_sample(image_size=64)
-    _progress(
-        f"sample: {len(dataset.data)} real CT slices at 64 px, "
-        f"{len(np.unique(dataset.groups))} scan series"
-    )
-    config = dict(method="smote", max_epochs=args.epochs, lr=1e-3, batch_size=32, width=16, random_state=0)
-    pipeline = build_pipeline(**config)
-    cv = StratifiedGroupKFold(args.folds, shuffle=True, random_state=0)
-    result, report_path = report_evaluation(
-        pipeline,
-        dataset,
-        out,
-        cv=cv,
-        title="ckdlearn demo: SMOTE + CKDNetClassifier on the shipped CT sample",
-        description=(
-            "The sample holds 24 scan series, so each fold trains on about 16 and "
-            "tests on the rest: the scores below are noisy and far from what the "
-            "same recipe reaches on the full dataset (macro-F1 0.51 at 64 px and "
-            "0.57 at 96 px with 81 series, benchmarks/ACCURACY.md). The demo shows "
-            "the workflow and its checks; train on your own folder with ckdlearn train."
-        ),
-        config={**config, "image_size": 64, "cv": repr(cv)},
-        force=args.force,
-        progress=_progress,
-    )
-    _progress("fitting the final model on all images ...")
-    y = np.asarray(dataset.target_names)[dataset.target]
-    pipeline.fit(dataset.data, y)
-    save(pipeline, out / "model.ckdl")
-    _progress(f"done in {time.perf_counter() - started:.0f} s")
-    print(f"report: {report_path}")
-    print(f"model:  {out / 'model.ckdl'}")
-    return 0
+    demo = run_demo(args.out, epochs=args.epochs, folds=args.folds, force=args.force, progress=_say)
+    print(f"report: {demo.report}")
+    print(f"model:  {demo.model}")
 
 
 def cmd_train(args):
-    from .workflows import load_labelled, train
+    from .workflows.training import train_folder
 
-    dataset = load_labelled(args.data, args.image_size, args.on_error, _progress)
-    started = time.perf_counter()
-    train(
-        dataset,
-        args.out,
-        method=args.method,
-        max_epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        width=args.width,
-        random_state=args.seed,
-        resume=args.resume,
-        force=args.force,
-        progress=_progress,
+    train_folder(
+        args.data, args.out, image_size=args.image_size, on_error=args.on_error,
+        method=args.method, max_epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        width=args.width, random_state=args.seed, resume=args.resume, force=args.force,
+        progress=_say,
     )
-    _progress(f"trained in {time.perf_counter() - started:.0f} s")
     print(f"model: {args.out}")
-    return 0
 
 
 def cmd_evaluate(args):
-    import numpy as np
-    from sklearn.metrics import accuracy_score, classification_report, f1_score
+    from .workflows.scoring import evaluate_model
 
-    from .datasets import load_ct_kidney
-    from .persistence import load
-    from .workflows import final_classifier
-
-    model = load(args.model)
-    classifier = final_classifier(model)
-    size = classifier.image_shape_[-1]
-    classes = [str(c) for c in classifier.classes_]
-    _progress(f"loading {args.data} at {size} px (classes {classes}) ...")
-    dataset = load_ct_kidney(args.data, image_size=size, classes=classes, on_error=args.on_error)
-    y = np.asarray(dataset.target_names)[dataset.target]
-    predictions = model.predict(dataset.data)
-    scores = {
-        "n_images": int(len(y)),
-        "accuracy": float(accuracy_score(y, predictions)),
-        "macro_f1": float(f1_score(y, predictions, average="macro")),
-    }
+    scores = evaluate_model(args.model, args.data, on_error=args.on_error, progress=_say)
     if args.format == "json":
-        print(json.dumps(scores, indent=2))
-    else:
-        print(classification_report(y, predictions, digits=3, zero_division=0))
-        print(f"accuracy {scores['accuracy']:.3f}   macro-F1 {scores['macro_f1']:.3f}")
-    return 0
+        print(json.dumps({key: value for key, value in scores.items() if key != "report"}, indent=2))
+        return
+    print(scores.report)
+    print(f"{'':20s} {'accuracy':>9s} {'macro-F1':>9s}")
+    for name, row in {"model": scores, **scores.baselines}.items():
+        print(f"{name:20s} {row['accuracy']:9.3f} {row['macro_f1']:9.3f}")
 
 
 def cmd_predict(args):
-    from .persistence import load
-    from .workflows import find_image_files, predict_files
+    from ._files import check_outputs
+    from .workflows.files import predict_files
 
-    model = load(args.model)
-    rows = predict_files(model, find_image_files(args.inputs), _progress)
+    if args.output:
+        check_outputs([args.output], overwrite=args.force)
+    rows = predict_files(args.model, args.inputs, progress=_say, on_error=args.on_error)
     if args.format == "json":
         text = json.dumps(rows, indent=2) + "\n"
     else:
@@ -144,193 +96,203 @@ def cmd_predict(args):
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
+    _emit(text, args.output, args.force)
     if args.output:
-        from ._files import atomic_write_bytes
+        _say(f"wrote {len(rows)} predictions to {args.output}")
 
-        atomic_write_bytes(Path(args.output), text.encode(), overwrite=args.force)
-        _progress(f"wrote {len(rows)} predictions to {args.output}")
-    else:
+
+def _emit(text, output, force):
+    """Print a result, or write it to the file ``output`` (its folder created if need be)."""
+    if not output:
         sys.stdout.write(text)
-    return 0
+        return
+    from pathlib import Path
+
+    from ._files import write_files
+
+    write_files(Path(output).parent, {Path(output).name: text.encode()}, overwrite=force)
 
 
 def cmd_explain(args):
-    from .persistence import load
-    from .workflows import explain_images, find_image_files
+    from .workflows.files import explain_images
 
-    model = load(args.model)
     written = explain_images(
-        model,
-        find_image_files(args.inputs),
-        args.out,
-        method=args.method,
-        target=args.target,
-        force=args.force,
-        progress=_progress,
+        args.model, args.inputs, args.out, method=args.method, target=args.target,
+        force=args.force, overlay_size=args.overlay_size, on_error=args.on_error, progress=_say,
     )
     print(f"wrote {len(written) - 1} overlays and {written[-1]}")
-    return 0
 
 
 def cmd_audit(args):
-    import numpy as np
-    from sklearn.model_selection import KFold, StratifiedGroupKFold
+    from .workflows.audit import audit_folder
 
-    from .model_selection import audit_cv
-    from .workflows import load_labelled
-
-    dataset = load_labelled(args.data, args.image_size, args.on_error, _progress)
-    X, y, groups = dataset.data, dataset.target, dataset.groups
-    _progress("auditing splits ...")
-    by_series = audit_cv(X, y, groups, cv=StratifiedGroupKFold(args.folds))
-    at_random = audit_cv(X, y, cv=KFold(args.folds, shuffle=True, random_state=0))
-    summary = {
-        "n_images": int(len(X)),
-        "n_scan_series": int(len(np.unique(groups))),
-        "by_scan_series": [_audit_row(r) for r in by_series],
-        "random_slices": [_audit_row(r) for r in at_random],
-    }
+    summary = audit_folder(
+        args.data, image_size=args.image_size, folds=args.folds, on_error=args.on_error, progress=_say
+    )
     if args.format == "json":
         print(json.dumps(summary, indent=2))
-        return 0
+        return
     print(f"{summary['n_images']} images in {summary['n_scan_series']} inferred scan series")
-    for name, reports in (("split by scan series", by_series), ("random slice split", at_random)):
-        leaked = [r.leaked_fraction for r in reports]
+    for name, key in (("split by scan series", "by_scan_series"), ("random slice split", "random_slices")):
+        folds = summary[key]
         print(
             f"{name:>22s}: test images with a duplicate in training per fold "
-            + ", ".join(f"{f:.1%}" for f in leaked)
-            + f"  (exact {sum(r.n_exact for r in reports)}, near {sum(r.n_near for r in reports)})"
+            + ", ".join(f"{fold['leaked_fraction']:.1%}" for fold in folds)
+            + f"  (exact {sum(f['n_exact'] for f in folds)}, near {sum(f['n_near'] for f in folds)})"
         )
-    return 0
-
-
-def _audit_row(report):
-    return {
-        "n_train": int(report.n_train),
-        "n_test": int(report.n_test),
-        "n_exact": int(report.n_exact),
-        "n_near": int(report.n_near),
-        "leaked_fraction": float(report.leaked_fraction),
-    }
 
 
 def cmd_reproduce_paper(args):
+    from ._files import check_outputs
     from .paper import reproduce_paper
 
+    if args.json:
+        check_outputs([args.json], overwrite=args.force)
     result = reproduce_paper(
-        args.data,
-        max_epochs=args.epochs,
-        n_splits=args.folds,
-        default_image_size=args.image_size,
-        protocols=args.protocols.split(","),
-        random_state=args.seed,
-        progress=_progress,
+        args.data, max_epochs=args.epochs, n_splits=args.folds,
+        default_image_size=args.image_size, protocols=args.protocols.split(","),
+        random_state=args.seed, progress=_say,
     )
     print(result)
     if args.json:
-        from ._files import atomic_write_bytes
-
-        atomic_write_bytes(
-            Path(args.json), json.dumps(result.to_dict(), indent=2).encode(), overwrite=args.force
-        )
-    return 0
+        _emit(json.dumps(result.to_dict(), indent=2), args.json, args.force)
 
 
 # --- parser ---------------------------------------------------------------------
 
 
+def _number(kind=int, minimum=1, above=False):
+    """An argparse type: a ``kind`` of at least (or above) ``minimum``."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > minimum if above else value >= minimum):  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be {'above' if above else 'at least'} {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+class _DefaultsShown(argparse.HelpFormatter):
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
+class _ChoicesOf(list):
+    """Choices read from a module only when argparse checks or lists them,
+    so that building the parser imports nothing heavy."""
+
+    def __init__(self, module, name):
+        super().__init__()
+        self.source = (module, name)
+
+    def _load(self):
+        if not self:
+            from importlib import import_module
+
+            module, name = self.source
+            self.extend(sorted(getattr(import_module(module), name)))
+        return self
+
+    def __contains__(self, value):
+        return list.__contains__(self._load(), value)
+
+    def __iter__(self):
+        return list.__iter__(self._load())
+
+
 def build_parser():
     """The argument parser of the ``ckdlearn`` command."""
     from . import __version__
-    from .cam import CAM_METHODS
-    from .workflows import METHODS
+    from .workflows.pipeline import METHODS
 
     parser = argparse.ArgumentParser(
-        prog="ckdlearn",
-        description="Explainable CNN classification of kidney CT slices.",
+        prog="ckdlearn", description="Explainable CNN classification of kidney CT slices. "
+        "Run 'ckdlearn COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"ckdlearn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    positive, size, folds = _number(), _number(minimum=8), _number(minimum=2)
 
-    def add(name, func, help_text):
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def add(name, func, help_text, *, force=False, on_error=False):
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text,
+            formatter_class=_DefaultsShown,
+        )
         sub.set_defaults(func=func)
         sub.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-        sub.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        sub.add_argument("--threads", type=positive, help="torch CPU threads")
+        if force:
+            sub.add_argument("--force", action="store_true", help="replace ckdlearn's own outputs of these names")
+        if on_error:
+            sub.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                             help="stop at an unreadable image, or skip it with a warning")
         return sub
 
-    def force(sub):
-        sub.add_argument("--force", action="store_true", help="replace existing outputs")
+    demo = add("demo", cmd_demo, "Evaluate and fit the default pipeline on the shipped sample; write a report.",
+               force=True)
+    demo.add_argument("--out", default="ckdlearn-demo", help="report folder")
+    demo.add_argument("--epochs", type=positive, default=12, help="training epochs")
+    demo.add_argument("--folds", type=folds, default=3, help="scan-series folds")
 
-    def on_error(sub):
-        sub.add_argument(
-            "--on-error", choices=["raise", "skip"], default="raise",
-            help="stop at an unreadable image (raise) or skip it with a warning",
-        )
-
-    demo = add("demo", cmd_demo, "Evaluate and fit the default pipeline on the shipped sample; write a report.")
-    demo.add_argument("--out", default="ckdlearn-demo", help="report folder (default: ckdlearn-demo)")
-    demo.add_argument("--epochs", type=int, default=12, help="training epochs (default: 12)")
-    demo.add_argument("--folds", type=int, default=3, help="scan-series folds (default: 3)")
-    force(demo)
-
-    train_cmd = add("train", cmd_train, "Train on a labelled folder (CT KIDNEY layout or class folders).")
+    train_cmd = add("train", cmd_train, "Train on a labelled folder (CT KIDNEY layout or class folders).",
+                    force=True, on_error=True)
     train_cmd.add_argument("data", help="dataset folder")
     train_cmd.add_argument("--out", required=True, help="model file to write (.ckdl)")
-    train_cmd.add_argument(
-        "--image-size", type=int, default=96,
-        help="pixels per side (default: 96; generalised better than 64 px to unseen scan series, see benchmarks/ACCURACY.md)",
-    )
-    train_cmd.add_argument("--epochs", type=int, default=20)
-    train_cmd.add_argument("--lr", type=float, default=1e-3)
-    train_cmd.add_argument("--batch-size", type=int, default=32)
-    train_cmd.add_argument("--width", type=int, default=16, help="channels of the first block")
+    train_cmd.add_argument("--image-size", type=size, default=96, help="pixels per side; 96 generalised "
+                           "better than 64 to unseen scan series (benchmarks/ACCURACY.md)")
+    train_cmd.add_argument("--epochs", type=positive, default=20, help="training epochs")
+    train_cmd.add_argument("--lr", type=_number(float, 0.0, above=True), default=1e-3, help="learning rate")
+    train_cmd.add_argument("--batch-size", type=folds, default=32, help="images per batch")
+    train_cmd.add_argument("--width", type=positive, default=16, help="channels of the first block")
     train_cmd.add_argument("--method", choices=METHODS, default="smote", help="class imbalance handling")
-    train_cmd.add_argument("--seed", type=int, default=0)
-    train_cmd.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    force(train_cmd)
-    on_error(train_cmd)
+    train_cmd.add_argument("--seed", type=int, default=0, help="seeds SMOTE and the network")
+    train_cmd.add_argument("--resume", action="store_true",
+                           help="continue the interrupted run in OUT.checkpoint (same settings only)")
 
-    evaluate_cmd = add("evaluate", cmd_evaluate, "Score a saved model on a labelled folder.")
-    evaluate_cmd.add_argument("model")
-    evaluate_cmd.add_argument("data")
+    evaluate_cmd = add("evaluate", cmd_evaluate, "Score a saved model on a labelled folder, beside trivial "
+                       "baselines.", on_error=True)
+    evaluate_cmd.add_argument("model", help="model file")
+    evaluate_cmd.add_argument("data", help="labelled folder")
     evaluate_cmd.add_argument("--format", choices=["text", "json"], default="text")
-    on_error(evaluate_cmd)
 
-    predict_cmd = add("predict", cmd_predict, "Label image files with a saved model.")
-    predict_cmd.add_argument("model")
+    predict_cmd = add("predict", cmd_predict, "Label image files with a saved model.", force=True, on_error=True)
+    predict_cmd.add_argument("model", help="model file")
     predict_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     predict_cmd.add_argument("--format", choices=["csv", "json"], default="csv")
     predict_cmd.add_argument("--output", "-o", help="write to this file instead of stdout")
-    force(predict_cmd)
 
-    explain_cmd = add("explain", cmd_explain, "Write Grad-CAM overlays for image files.")
-    explain_cmd.add_argument("model")
+    explain_cmd = add("explain", cmd_explain, "Write Grad-CAM overlays for image files.", force=True, on_error=True)
+    explain_cmd.add_argument("model", help="model file")
     explain_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     explain_cmd.add_argument("--out", required=True, help="output folder")
-    explain_cmd.add_argument("--method", choices=sorted(CAM_METHODS), default="gradcam")
-    explain_cmd.add_argument("--target", default=None, help="class to explain (default: the prediction)")
-    force(explain_cmd)
+    explain_cmd.add_argument("--method", choices=_ChoicesOf("ckdlearn.cam", "CAM_METHODS"), default="gradcam",
+                             metavar="METHOD", help="CAM method: %(choices)s")
+    explain_cmd.add_argument("--target", help="class to explain (default: the prediction)")
+    explain_cmd.add_argument("--overlay-size", type=size, default=256,
+                             help="pixels per side of the overlays, drawn on the slice as read")
 
-    audit_cmd = add("audit", cmd_audit, "Audit a labelled folder for duplicate slices across splits.")
-    audit_cmd.add_argument("data")
-    audit_cmd.add_argument("--image-size", type=int, default=64)
-    audit_cmd.add_argument("--folds", type=int, default=5)
+    audit_cmd = add("audit", cmd_audit, "Audit a labelled folder for duplicate slices across splits.",
+                    on_error=True)
+    audit_cmd.add_argument("data", help="labelled folder")
+    audit_cmd.add_argument("--image-size", type=size, default=64, help="pixels per side")
+    audit_cmd.add_argument("--folds", type=folds, default=5, help="folds of each split")
     audit_cmd.add_argument("--format", choices=["text", "json"], default="text")
-    on_error(audit_cmd)
 
-    paper = add(
-        "reproduce-paper", cmd_reproduce_paper,
-        "Run the seed paper's protocol beside ckdlearn's on the real data.",
-    )
+    paper = add("reproduce-paper", cmd_reproduce_paper,
+                "Run the seed paper's protocol beside ckdlearn's on the real data.", force=True)
     paper.add_argument("--data", required=True, help="CT KIDNEY dataset folder")
-    paper.add_argument("--epochs", type=int, default=20)
-    paper.add_argument("--folds", type=int, default=5)
-    paper.add_argument("--image-size", type=int, default=64, help="image size of protocol 3")
-    paper.add_argument("--seed", type=int, default=0)
-    paper.add_argument("--protocols", default="1,2,3", help="which protocols to run (default: 1,2,3)")
+    paper.add_argument("--epochs", type=positive, default=20, help="training epochs")
+    paper.add_argument("--folds", type=folds, default=5, help="scan-series folds")
+    paper.add_argument("--image-size", type=size, default=64, help="image size of protocol 3")
+    paper.add_argument("--seed", type=int, default=0, help="random seed")
+    paper.add_argument("--protocols", default="1,2,3", help="which protocols to run")
     paper.add_argument("--json", help="also write the figures to this JSON file")
-    force(paper)
     return parser
 
 
@@ -348,20 +310,39 @@ def main(argv=None):
         0 on success, 1 on bad input or a failed run, 2 on usage errors,
         130 when interrupted.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _limit_threads(args)
+    args = build_parser().parse_args(argv)
+    name = f"ckdlearn {args.command}"
+
+    def on_interrupt(signum, frame):
+        raise _Interrupted
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        _say(f"{name}: warning: {message}")
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # elsewhere Ctrl-C stays a KeyboardInterrupt
+        previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print(f"ckdlearn {args.command}: interrupted", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            args.func(args)
+        return 0
+    except (KeyboardInterrupt, _Interrupted) as error:
+        _say(f"{name}: interrupted" + (f": {error}" if str(error) else ""))
         return 130
-    except Exception as error:  # one clear line, not a traceback
+    except Exception as error:
         if args.debug:
             raise
         message = str(error).strip() or type(error).__name__
-        print(f"ckdlearn {args.command}: error: {message}", file=sys.stderr)
+        _say(f"{name}: error: {message}")
         return 1
+    finally:
+        if in_main_thread and previous is not None:  # None: set outside Python
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,19 +2,19 @@
 
 A :class:`Report` collects sections and writes ``report.html`` with the
 PNG files it shows beside it, so the folder opens offline in any browser
-and can be zipped or archived as it is. Writing is atomic: the folder is
-built under a temporary name and renamed into place, and an existing
-folder is only replaced when asked.
+and can be zipped or archived as it is. It writes only those named files
+(through :func:`ckdlearn._files.write_files`, each atomically) and leaves
+everything else in the folder alone.
 """
 
 import html
+import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-__all__ = ["Report", "prepare_output_path"]
+from ._files import write_files
+
+__all__ = ["Report", "figure_png", "prepare_output_path"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -24,6 +24,7 @@ h2 { color: #2f6f9f; margin-top: 2.2rem; border-bottom: 1px solid #d6dde6; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
 th, td { border: 1px solid #d6dde6; padding: .3rem .6rem; text-align: right; }
 th { background: #eef3f8; } td:first-child, th:first-child { text-align: left; }
+tr.baseline td { color: #5b6675; font-style: italic; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #d6dde6; }
 figcaption { font-size: .88rem; color: #4a5566; }
 pre { background: #f5f7fa; padding: .8rem; overflow-x: auto; font-size: .85rem; }
@@ -62,10 +63,19 @@ def prepare_output_path(path, *, force=False):
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(
-            f"{path} already exists; choose another output or pass --force "
-            "(force=True) to replace it."
+            f"{path} already exists; choose another output, or pass force=True to replace it."
         )
     return path
+
+
+def figure_png(figure, *, dpi=110):
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 class Report:
@@ -114,19 +124,25 @@ class Report:
         """Add a JSON dump of ``data``."""
         self.add_preformatted(json.dumps(data, indent=2, sort_keys=True, default=str))
 
-    def add_table(self, rows, *, header=None, float_format="{:.3f}"):
-        """Add a table; floats are formatted with ``float_format``."""
+    def add_table(self, rows, *, header=None, float_format="{:.3f}", row_classes=None):
+        """Add a table; floats are formatted with ``float_format``.
+
+        ``row_classes`` optionally gives a CSS class per row (None for
+        none), e.g. ``"baseline"`` for the rows of trivial baselines.
+        """
 
         def cell(value, tag):
             if isinstance(value, float):
                 value = float_format.format(value)
             return f"<{tag}>{html.escape(str(value))}</{tag}>"
 
+        classes = row_classes or [None] * len(rows)
         lines = ["<table>"]
         if header is not None:
             lines.append("<tr>" + "".join(cell(h, "th") for h in header) + "</tr>")
-        for row in rows:
-            lines.append("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>")
+        for row, css_class in zip(rows, classes):
+            opening = f'<tr class="{css_class}">' if css_class else "<tr>"
+            lines.append(opening + "".join(cell(v, "td") for v in row) + "</tr>")
         lines.append("</table>")
         self._parts.append("\n".join(lines))
 
@@ -136,16 +152,9 @@ class Report:
         The figure is rendered now and closed, so reports of many figures
         do not hold them all in memory.
         """
-        import io
-
-        import matplotlib.pyplot as plt
-
         if name in self._figures:
             raise ValueError(f"A figure named {name!r} is already in the report.")
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(figure)
-        self._figures[name] = buffer.getvalue()
+        self._figures[name] = figure_png(figure, dpi=dpi)
         caption_html = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         self._parts.append(
             f'<figure><img src="{html.escape(name)}.png" alt="{html.escape(caption or name)}">'
@@ -162,14 +171,17 @@ class Report:
         )
 
     def write(self, folder, *, force=False):
-        """Write ``report.html`` and its figures into ``folder``, atomically.
+        """Write ``report.html`` and its figures into ``folder``.
+
+        Only these files are written, each atomically, the page last; other
+        files in ``folder`` are left as they are.
 
         Parameters
         ----------
         folder : str or Path
-            Output folder; created, or replaced when ``force`` is True.
+            Output folder; created (with normal permissions) if missing.
         force : bool, default=False
-            Replace an existing folder.
+            Replace a report's files already in ``folder``.
 
         Returns
         -------
@@ -179,38 +191,9 @@ class Report:
         Raises
         ------
         FileExistsError
-            If ``folder`` exists and ``force`` is False.
+            If one of the files exists and ``force`` is False; nothing is
+            written then.
         """
-        folder = prepare_output_path(folder, force=force)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            for name, data in self._figures.items():
-                (staging / f"{name}.png").write_bytes(data)
-            (staging / "report.html").write_text(self.to_html(), encoding="utf-8")
-            replace_directory(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return folder / "report.html"
-
-
-def replace_directory(source, destination):
-    """Move folder ``source`` to ``destination``, replacing it if present.
-
-    The old folder is renamed aside first and removed only once the new one
-    is in place, so an interruption leaves one complete version.
-    """
-    source, destination = Path(source), Path(destination)
-    backup = None
-    if destination.exists():
-        backup = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-        os.replace(destination, backup)
-    try:
-        os.replace(source, destination)
-    except BaseException:
-        if backup is not None:
-            os.replace(backup, destination)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+        files = {f"{name}.png": data for name, data in self._figures.items()}
+        files["report.html"] = self.to_html().encode("utf-8")
+        return write_files(folder, files, overwrite=force)[-1]

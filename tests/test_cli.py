@@ -1,7 +1,12 @@
 """The ``ckdlearn`` command, end to end on the shipped sample and temp folders."""
 
 import json
+import os
 import pickle
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +81,16 @@ def test_demo_writes_report_and_model(tmp_path, capsys):
         assert f'src="{png}"' in page
     assert "CC BY 4.0" in page
     assert "cross-validating" in stderr
+    # Every score table shows the trivial baselines beside the model.
+    assert "baseline: majority class" in page and "baseline: stratified chance" in page
+    # The Grad-CAM cases come from different scan series, and the page says
+    # what to look for in them.
+    gradcam = page[page.index("<h2>Grad-CAM explanations</h2>"):page.index("<h2>Leakage audit</h2>")]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td>", gradcam)
+    assert len(rows) >= 4
+    series = [int(s) for _, s in rows]
+    assert len(set(series)) == len(series)
+    assert "What to look for" in gradcam
     model = load(out / "model.ckdl")
     sample = load_ct_kidney_sample(image_size=64)
     assert model.predict(sample.data[:3]).shape == (3,)
@@ -123,14 +138,33 @@ def test_evaluate(model_file, dataset_dir, capsys):
     assert "macro-F1" in out and "Stone" in out
 
 
+def test_evaluate_shows_trivial_baselines(model_file, dataset_dir, capsys):
+    status, out, err = run(["evaluate", model_file, dataset_dir], capsys)
+    assert status == 0, err
+    assert "majority class" in out and "stratified chance" in out
+    status, out, _ = run(["evaluate", model_file, dataset_dir, "--format", "json"], capsys)
+    baselines = json.loads(out)["baselines"]
+    # 8 slices per class: always answering one class is right a quarter of the time.
+    assert baselines["majority class"]["accuracy"] == pytest.approx(0.25)
+    assert set(baselines["stratified chance"]) == {"accuracy", "macro_f1"}
+
+
 def test_evaluate_with_a_class_folder_missing(model_file, dataset_dir, tmp_path, capsys):
     partial = tmp_path / "partial"
     for name in ("Cyst", "Normal", "Tumor"):
         (partial / name).mkdir(parents=True)
         for f in (dataset_dir / name).iterdir():
             (partial / name / f.name).write_bytes(f.read_bytes())
+    status, out, err = run(["evaluate", model_file, partial, "--format", "json"], capsys)
+    assert status == 0, err
+    assert "no Stone images" in err
+    scores = json.loads(out)
+    assert scores["n_images"] == 24 and scores["missing_classes"] == ["Stone"]
+    # A folder of a class the model never saw cannot be scored.
+    (partial / "Banana").mkdir()
+    (partial / "Banana" / "b.png").write_bytes((partial / "Cyst" / "Cyst- (1).png").read_bytes())
     status, _, err = run(["evaluate", model_file, partial], capsys)
-    assert_one_line_error(status, err, "Stone")
+    assert_one_line_error(status, err, "Banana", "does not know")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -159,6 +193,10 @@ def test_predict_to_file_and_no_overwrite(model_file, dataset_dir, tmp_path, cap
     status, _, err = run(["predict", model_file, dataset_dir / "Cyst", "-o", target, "--force"], capsys)
     assert status == 0, err
     assert target.read_text().startswith("file,label,")
+    nested = tmp_path / "new" / "folder" / "predictions.json"
+    status, _, err = run(["predict", model_file, dataset_dir / "Cyst", "-o", nested, "--format", "json"], capsys)
+    assert status == 0, err
+    assert len(json.loads(nested.read_text())) == 8
 
 
 def test_predict_resizes_other_sizes_and_says_so(model_file, tmp_path, capsys):
@@ -178,8 +216,10 @@ def test_explain_writes_overlays_and_grid(model_file, dataset_dir, tmp_path, cap
     overlays = sorted(out.glob("*_heatmap.png"))
     assert len(overlays) == 8
     assert (out / "grid.png").exists()
+    # Drawn on the slice as read from its file, at a viewable size, not at
+    # the model's 32 x 32 input.
     with Image.open(overlays[0]) as image:
-        assert image.size == (32, 32)
+        assert image.size == (256, 256)
     status, _, err = run(["explain", model_file, dataset_dir / "Tumor", "--out", out], capsys)
     assert_one_line_error(status, err, "already exists")
     status, _, err = run(["explain", model_file, dataset_dir / "Tumor", "--out", tmp_path / "x",
@@ -275,3 +315,231 @@ def test_interrupted_training_resumes(dataset_dir, tmp_path):
     assert path.exists() and not Path(f"{path}.checkpoint").exists()
     with pytest.raises(FileNotFoundError, match="Nothing to resume"):
         train(dataset, tmp_path / "other.ckdl", resume=True, **settings)
+
+
+# --- outputs: checked first, only ckdlearn's own replaced (issue 13) -----------------
+
+
+def test_force_replaces_only_named_outputs(model_file, dataset_dir, tmp_path, capsys, monkeypatch):
+    # ckdlearn explain m.ckdl few --out $PWD --force once deleted thesis.txt and few/.
+    work = tmp_path / "work"
+    few = work / "few"
+    few.mkdir(parents=True)
+    for f in sorted((dataset_dir / "Cyst").iterdir())[:3]:
+        (few / f.name).write_bytes(f.read_bytes())
+    (work / "thesis.txt").write_text("years of work")
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    monkeypatch.chdir(work)
+    for _ in range(2):
+        status, _, err = run(["explain", model_file, "few", "--out", work, "--force"], capsys)
+        assert status == 0, err
+    assert {p: p.read_bytes() for p in before} == before
+    written = {p.name for p in work.iterdir() if p.is_file()} - {"thesis.txt"}
+    assert written == {"grid.png"} | {f"{i:04d}_{p.stem}_heatmap.png" for i, p in enumerate(sorted(few.iterdir()))}
+
+
+def test_output_folders_get_normal_permissions(model_file, dataset_dir, tmp_path, capsys):
+    out = tmp_path / "new" / "heatmaps"
+    status, _, err = run(["explain", model_file, dataset_dir / "Cyst", "--out", out], capsys)
+    assert status == 0, err
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in (out, out.parent):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "predict", "explain"])
+def test_outputs_are_checked_before_any_work(command, model_file, dataset_dir, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for name in ("report.html", "grid.png"):
+        (taken / name).write_text("keep")
+    target = tmp_path / "taken.out"
+    target.write_text("keep")
+    args = {
+        "demo": ["demo", "--out", taken],
+        "train": ["train", dataset_dir, "--out", target],
+        "predict": ["predict", model_file, dataset_dir, "-o", target],
+        "explain": ["explain", model_file, dataset_dir / "Cyst", "--out", taken],
+    }[command]
+    status, _, err = run(args, capsys)
+    assert_one_line_error(status, err, "already exists", "--force")
+    assert "overwrite=True" not in err and "force=True" not in err
+    # Nothing was loaded, trained or predicted first.
+    for sign_of_work in ("loading", "sample:", "resized", "cross-validating", "epoch"):
+        assert sign_of_work not in err
+    assert target.read_text() == "keep" and (taken / "report.html").read_text() == "keep"
+
+
+def test_cli_hints_use_cli_syntax(model_file, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    status, _, err = run(["predict", model_file, broken], capsys)
+    assert_one_line_error(status, err, "scan.png", "--on-error skip")
+    assert "on_error=" not in err
+    status, out, err = run(["predict", model_file, broken, "--on-error", "skip"], capsys)
+    assert "warning: Left out 1 slice file" in err and "scan.png" in err
+    assert_one_line_error(status, err, "None of the 1 image files could be read")
+
+
+def test_stray_files_in_class_folders(model_file, dataset_dir, tmp_path, capsys):
+    # An extension-less README was read as DICOM and failed with a pydicom message.
+    data = tmp_path / "CT"
+    for folder in dataset_dir.iterdir():
+        (data / folder.name).mkdir(parents=True)
+        for f in folder.iterdir():
+            (data / folder.name / f.name).write_bytes(f.read_bytes())
+    (data / "Cyst" / "README").write_text("Slices exported on Monday.\n")
+    (data / "Cyst" / "notes.txt").write_text("not an image")
+    status, out, err = run(["audit", data, "--image-size", 32, "--folds", 2, "--format", "json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["n_images"] == 32
+    status, out, err = run(["predict", model_file, data / "Cyst"], capsys)
+    assert status == 0, err
+    assert "README" not in out and len(out.strip().splitlines()) == 9
+    status, _, err = run(["predict", model_file, data / "Cyst" / "README"], capsys)
+    assert_one_line_error(status, err, "README", "DICOM")
+
+
+def test_wrong_class_folder_names_are_reported(dataset_dir, tmp_path, capsys):
+    data = tmp_path / "CT"
+    for folder in dataset_dir.iterdir():
+        name = {"Tumor": "Tumour"}.get(folder.name, folder.name)
+        (data / name).mkdir(parents=True)
+        for f in folder.iterdir():
+            (data / name / f.name).write_bytes(f.read_bytes())
+    status, _, err = run(["audit", data, "--image-size", 32, "--folds", 2], capsys)
+    assert status == 0, err
+    warning = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warning) == 1 and "'Tumour'" in warning[0] and "did you mean 'Tumor'" in warning[0]
+    assert "Cyst 8, Normal 8, Stone 8, Tumour 8" in err
+
+
+# --- usage errors, speed, streams (issues 13 and 17) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--threads", "-2", "must be at least 1"), ("--batch-size", "0", "must be at least 2"),
+     ("--epochs", "0", "must be at least 1"), ("--lr", "0", "must be above 0"), ("--image-size", "x", "expected a number")],
+)
+def test_bad_numbers_are_usage_errors(option, value, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "m.ckdl"), option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {message}" in err and "Traceback" not in err
+
+
+def test_help_version_and_typos_do_not_load_torch():
+    code = (
+        "import sys\n"
+        "from ckdlearn.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['trian'], ['train', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'skorch', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "invalid choice: 'trian'" in done.stderr
+
+
+def test_stdout_holds_results_and_progress_goes_to_stderr(dataset_dir, tmp_path, capsys):
+    path = tmp_path / "m.ckdl"
+    status, out, err = run(["train", dataset_dir, "--out", path, "--image-size", 32,
+                            "--epochs", 2, "--width", 4], capsys)
+    assert status == 0, err
+    assert out == f"model: {path}\n"
+    assert "training: epoch 1: train loss" in err and "training: epoch 2:" in err
+    assert "\x1b[" not in out + err  # no colour codes when not on a terminal
+
+
+# --- training runs: checkpoints, divergence, interrupts (issue 13) -------------------
+
+
+def test_train_refuses_an_unfinished_run_without_resume(dataset_dir, tmp_path, capsys):
+    dataset = load_ct_kidney(dataset_dir, image_size=32)
+    path = tmp_path / "model.ckdl"
+    with pytest.raises(RuntimeError, match="stopped after epoch 2"):
+        train(dataset, path, max_epochs=4, width=4, extra_callbacks=[("stop", InterruptAfter(2))])
+    history = Path(f"{path}.checkpoint", "history.json")
+    before = history.read_bytes()
+    args = ["train", dataset_dir, "--out", path, "--image-size", 32, "--epochs", 4, "--width", 4]
+    status, _, err = run(args, capsys)
+    assert_one_line_error(status, err, "unfinished", "--resume", "--force")
+    assert history.read_bytes() == before
+    assert "loading" not in err
+
+
+@pytest.mark.parametrize(
+    "changed, shown",
+    [(["--image-size", 16], "image_size 32 (now 16)"), (["--lr", "0.01"], "lr 0.001 (now 0.01)"),
+     (["--width", 8], "width 4 (now 8)"), (["--method", "none"], "method 'smote' (now 'none')"),
+     (["--batch-size", 16], "batch_size 32 (now 16)"), (["--epochs", 6], "max_epochs 4 (now 6)")],
+)
+def test_resume_refuses_other_settings(changed, shown, dataset_dir, tmp_path, capsys):
+    dataset = load_ct_kidney(dataset_dir, image_size=32)
+    path = tmp_path / "model.ckdl"
+    with pytest.raises(RuntimeError):
+        train(dataset, path, max_epochs=4, width=4, extra_callbacks=[("stop", InterruptAfter(1))])
+    args = ["train", dataset_dir, "--out", path, "--image-size", 32, "--epochs", 4,
+            "--width", 4, "--resume", *changed]
+    status, _, err = run(args, capsys)
+    assert_one_line_error(status, err, "other settings", shown, "--force")
+    assert len(err) < 600 and not path.exists()
+    # The same settings resume.
+    status, _, err = run(args[: -len(changed)], capsys)
+    assert status == 0, err
+    assert len(load(path)[-1].history_) == 4
+
+
+def test_diverged_training_writes_no_model(dataset_dir, tmp_path, capsys):
+    path = tmp_path / "d.ckdl"
+    status, out, err = run(["train", dataset_dir, "--out", path, "--lr", "1e4", "--epochs", 8,
+                            "--image-size", 32, "--width", 4], capsys)
+    assert_one_line_error(status, err, "diverged", "learning rate")
+    assert out == ""
+    assert not path.exists() and not Path(f"{path}.checkpoint").exists()
+
+
+def _interrupt_once_training(args, tmp_path):
+    """Run the command in a subprocess, press Ctrl-C after its first epoch."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ckdlearn.cli", *map(str, args), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if ": epoch 1:" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    out, rest = process.communicate(timeout=120)
+    return process.returncode, out, "".join(lines) + rest
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_train_with_130_and_keeps_the_checkpoint(dataset_dir, tmp_path):
+    path = tmp_path / "m.ckdl"
+    status, out, err = _interrupt_once_training(
+        ["train", dataset_dir, "--out", path, "--image-size", 32, "--epochs", 200, "--width", 4], tmp_path
+    )
+    assert status == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert out == "" and not path.exists()
+    assert Path(f"{path}.checkpoint", "history.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_demo_with_130_and_writes_nothing(tmp_path):
+    out_dir = tmp_path / "demo"
+    status, out, err = _interrupt_once_training(["demo", "--out", out_dir, "--epochs", 200], tmp_path)
+    assert status == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert out == "" and not out_dir.exists()

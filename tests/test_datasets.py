@@ -7,6 +7,7 @@ import shutil
 import sys
 import tracemalloc
 import types
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -553,6 +554,52 @@ def test_read_images_jpeg_png_and_16_bit(tmp_path):
         assert np.abs(image - expected).mean() < 0.02
     png = read_images([tmp_path / "slice.png"], image_size=64)[0]
     np.testing.assert_array_equal(png, np.rint(pixels * 255) / 255)
+
+
+def test_read_images_12_bit_png_by_its_real_range(tmp_path):
+    # A CT slice stores 12 bits; divided by 65535 it read near-black (mean 0.007).
+    pixels = synthetic_slice(3, 0, size=32)
+    Image.fromarray(np.rint(pixels * 4095).astype(np.uint16)).save(tmp_path / "ct12.png")
+    image = read_images([tmp_path / "ct12.png"], image_size=32)[0]
+    np.testing.assert_allclose(image, pixels, atol=1 / 4095)
+    assert image.mean() == pytest.approx(pixels.mean(), abs=1e-3)
+
+
+def test_read_images_float_tiff_by_its_real_range(tmp_path):
+    # A float TIFF in [0, 1] was converted to 8 bits and read all black.
+    pixels = synthetic_slice(5, 0, size=32)
+    Image.fromarray(pixels, mode="F").save(tmp_path / "unit.tif")
+    Image.fromarray(pixels * 255, mode="F").save(tmp_path / "byte.tif")
+    images = read_images([tmp_path / "unit.tif", tmp_path / "byte.tif"], image_size=32)
+    np.testing.assert_allclose(images[0], pixels, atol=1e-6)
+    np.testing.assert_allclose(images[1], pixels, atol=1e-5)
+    Image.fromarray(pixels * 1000 - 500, mode="F").save(tmp_path / "hu.tif")
+    with pytest.raises(ValueError, match=r"hu\.tif.*floating-point image with values in"):
+        read_images([tmp_path / "hu.tif"], image_size=32)
+
+
+def test_extension_less_files_must_be_dicom(tiny_dataset, tmp_path):
+    # A stray README was taken for DICOM and failed with a pydicom message.
+    (tiny_dataset / "Cyst" / "README").write_text("Exported from PACS on Monday.\n")
+    (tiny_dataset / "Cyst" / "LICENSE").write_bytes(b"\x00" * 200)
+    dataset = load_ct_kidney(tiny_dataset, image_size=16)
+    assert len(dataset.filenames) == 24 and "Cyst/README" not in dataset.filenames
+    with pytest.raises(ValueError, match=r"README.*no DICOM marker"):
+        read_images([tiny_dataset / "Cyst" / "README"], image_size=16)
+
+
+def test_unknown_class_folders_are_named(tiny_dataset):
+    (tiny_dataset / "Tumor").rename(tiny_dataset / "Tumour")
+    with pytest.warns(UserWarning) as record:
+        dataset = load_ct_kidney(tiny_dataset, image_size=16)
+    message = str(record[0].message)
+    assert "['Cyst', 'Normal', 'Stone', 'Tumour']" in message
+    assert "'Tumour' (did you mean 'Tumor'?)" in message and "classes=" in message
+    assert dataset.target_names.tolist() == ["Cyst", "Normal", "Stone", "Tumour"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_ct_kidney(tiny_dataset, image_size=16, classes=["Cyst", "Tumour"])
+        load_ct_kidney(write_dataset(tiny_dataset.parent / "known"), image_size=16)
 
 
 def test_read_images_non_square_and_upsampling(tmp_path):

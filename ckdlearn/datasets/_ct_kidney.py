@@ -48,8 +48,11 @@ def load_ct_kidney(
         Side of the square output images in pixels.
 
     classes : list of str, default=None
-        Classes to load, e.g. ``["Cyst", "Tumor"]``; ``None`` loads all.
-        ``target`` then counts over these classes only.
+        Classes to load, e.g. ``["Cyst", "Tumor"]``; ``None`` loads all,
+        with a warning naming the classes found when one of them is not
+        Cyst, Normal, Stone or Tumor (a misspelt ``Tumour/`` folder would
+        otherwise become a fifth class). ``target`` counts over the loaded
+        classes only.
 
     return_X_y : bool, default=False
         If True, return ``(data, target)`` instead of a Bunch.

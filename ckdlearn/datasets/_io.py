@@ -35,9 +35,29 @@ _PROGRESS_DELAY_S = 1.0
 
 
 def is_slice_file(path):
-    """Whether a file name looks like a slice this module can read."""
+    """Whether a file looks like a slice this module can read.
+
+    Decided by the suffix; a file without one counts only when it starts
+    as DICOM does (:func:`looks_like_dicom`), so a stray ``README`` or
+    ``LICENSE`` in a class folder is not taken for a slice.
+    """
     name = os.path.basename(path)
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in SLICE_SUFFIXES
+    if name.startswith("."):
+        return False
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in SLICE_SUFFIXES if suffix else looks_like_dicom(path)
+
+
+def looks_like_dicom(path):
+    """Whether a file holds DICOM's ``DICM`` marker after the 128-byte
+    preamble, or starts with the tag of a group-0002 or -0008 element, as
+    DICOM files exported without the preamble do."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
 
 
 def read_images(
@@ -56,10 +76,14 @@ def read_images(
     Parameters
     ----------
     paths : sequence of str or path-like
-        The slice files. ``.dcm``, ``.dicom`` and extension-less files are
-        read as DICOM (needs the ``dicom`` extra: ``pip install
-        'ckdlearn[dicom]'``); ``.jpg``, ``.jpeg``, ``.png``, ``.bmp``,
-        ``.tif`` and ``.tiff`` as greyscale images.
+        The slice files. ``.dcm``, ``.dicom`` and extension-less files
+        that start as DICOM does are read as DICOM (needs the ``dicom``
+        extra: ``pip install 'ckdlearn[dicom]'``); ``.jpg``, ``.jpeg``,
+        ``.png``, ``.bmp``, ``.tif`` and ``.tiff`` as greyscale images.
+        8-bit images are divided by 255; 16-bit ones by 4095 when no pixel
+        exceeds it (a 12-bit CT slice) and by 65535 otherwise;
+        floating-point TIFFs are taken as they are in [0, 1], divided by
+        255 in [0, 255], and refused otherwise.
 
     image_size : int, default=128
         Side of the square output images in pixels. Images are shrunk by
@@ -268,6 +292,8 @@ def warn_skipped(skipped, *, root=None, limit=20):
 
 def _read_slice_into(path, row, image_size, window_level, window_width):
     suffix = os.path.splitext(path)[1].lower()
+    if suffix == "" and not looks_like_dicom(path):
+        raise ValueError("no file name extension and no DICOM marker: not a slice file")
     if suffix in DICOM_SUFFIXES:
         windowed = window(read_dicom_hounsfield(path), window_level, window_width)
         row[...] = resize_float(windowed, image_size)
@@ -276,10 +302,8 @@ def _read_slice_into(path, row, image_size, window_level, window_width):
         # JPEG decodes directly at 1/2, 1/4 or 1/8 scale and only the
         # luminance channel: most of the loading speed. Other formats ignore it.
         image.draft("L", (image_size, image_size))
-        if image.mode.startswith("I"):
-            # 16-bit greyscale PNG/TIFF: use the full range, do not clip at 255.
-            pixels = np.asarray(image, dtype=np.float32) / np.float32(65535)
-            row[...] = resize_float(np.clip(pixels, 0, 1, out=pixels), image_size)
+        if image.mode.startswith("I") or image.mode == "F":
+            row[...] = resize_float(_unit_range(np.asarray(image, dtype=np.float32), image.mode), image_size)
             return
         if image.mode != "L":
             image = image.convert("L")
@@ -287,6 +311,29 @@ def _read_slice_into(path, row, image_size, window_level, window_width):
             image = image.resize((image_size, image_size), _resampling(image.size, image_size))
         # Division (not multiplication by 1/255) keeps 255 exactly at 1.0.
         np.divide(np.asarray(image), np.float32(255), out=row)
+
+
+def _unit_range(pixels, mode):
+    """16-bit or float pixels scaled to [0, 1] by the range they were stored in."""
+    low, high = float(pixels.min(initial=0)), float(pixels.max(initial=0))
+    if mode == "F":
+        if 0 <= low and high <= 1:
+            return pixels
+        if 0 <= low and high <= 255:
+            return pixels / np.float32(255)
+        raise ValueError(
+            f"floating-point image with values in [{low:g}, {high:g}]; expected "
+            "intensities in [0, 1] or [0, 255] (export CT values as DICOM)"
+        )
+    if low < 0:
+        raise ValueError(
+            f"signed integer image with values down to {low:g}; expected stored "
+            "values from 0 (export CT values in Hounsfield units as DICOM)"
+        )
+    # CT scanners store 12 bits: a 12-bit slice in a 16-bit file divided by
+    # 65535 would read near-black.
+    full_scale = 4095 if high <= 4095 else 65535
+    return np.clip(pixels / np.float32(full_scale), 0, 1)
 
 
 def resize_float(pixels, image_size):

@@ -7,8 +7,10 @@ otherwise, in a deterministic order.
 """
 
 import csv
+import difflib
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 from ._io import SLICE_SUFFIXES, is_slice_file
 
 CSV_NAME = "kidneyData.csv"
+KNOWN_CLASSES = ("Cyst", "Normal", "Stone", "Tumor")
 KAGGLE_URL = (
     "https://www.kaggle.com/datasets/nazmul0087/ct-kidney-dataset-normal-cyst-tumor-and-stone"
 )
@@ -55,8 +58,32 @@ def list_dataset_files(path, classes=None):
     """
     root, csv_path = locate_dataset(path)
     if csv_path is not None:
-        return _files_from_csv(root, csv_path, classes)
-    return _files_from_folders(root, classes)
+        files = _files_from_csv(root, csv_path, classes)
+    else:
+        files = _files_from_folders(root, classes)
+    if classes is None:
+        _warn_unknown_classes(files.class_names, root)
+    return files
+
+
+def _warn_unknown_classes(found, root):
+    """Warn about class names that are not the dataset's: a misspelt folder
+    (``Tumour``) would otherwise train as a class of its own without a word."""
+    unknown = [name for name in found if name not in KNOWN_CLASSES]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, KNOWN_CLASSES, n=1, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    warnings.warn(
+        f"Found the classes {list(found)} in {root}; " + ", ".join(hints)
+        + f" {'is' if len(unknown) == 1 else 'are'} not among the CT KIDNEY DATASET's "
+        f"classes {list(KNOWN_CLASSES)}. Rename a misspelt folder, or pass "
+        "classes=[...] naming the classes you mean to load.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def locate_dataset(path):
@@ -115,14 +142,14 @@ def _holds_class_folders(folder):
 def _first_slice_file(folder):
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.is_file() and is_slice_file(entry.name):
+            if entry.is_file() and is_slice_file(entry.path):
                 return entry.name
     return None
 
 
 def _slice_files(folder):
     with os.scandir(folder) as entries:
-        return [entry.name for entry in entries if entry.is_file() and is_slice_file(entry.name)]
+        return [entry.name for entry in entries if entry.is_file() and is_slice_file(entry.path)]
 
 
 def natural_key(name):

@@ -1,0 +1,191 @@
+"""Checkpointed training that resumes only the run it interrupted.
+
+:func:`train` fits the default pipeline and saves it. After every epoch
+the network, optimizer and history go to ``<model>.checkpoint/`` together
+with the run's settings, so an interrupted run continues with
+``resume=True`` - and only with the same settings and data. An existing
+checkpoint is work: it is never replaced unless asked (``force=True``).
+"""
+
+import json
+import time
+from pathlib import Path
+
+from .._files import check_outputs, write_files
+from .inputs import load_labelled
+from .pipeline import adapt_smote_neighbours, build_pipeline, final_classifier
+from .progress import EpochProgress, silent
+
+__all__ = ["check_training_outputs", "train", "train_folder"]
+
+SETTINGS_FILE = "settings.json"
+# What skorch's Checkpoint writes (with f_criterion=None), and the settings:
+# the only files a finished or restarted run removes from the folder.
+_CHECKPOINT_FILES = ("params.pt", "optimizer.pt", "history.json", SETTINGS_FILE)
+
+
+def _checkpoint_folder(model_path):
+    return Path(f"{model_path}.checkpoint")
+
+
+def check_training_outputs(model_path, settings, *, resume=False, force=False):
+    """Check, before any work, that a run can start (or resume) and save.
+
+    Returns the epochs the checkpoint already holds (0 unless resuming).
+    Raises FileExistsError if the model file exists (without ``force``)
+    or an unfinished run is in the way (without ``resume`` or ``force``);
+    FileNotFoundError if ``resume`` finds no checkpoint; ValueError if it
+    finds one of other ``settings`` (only the names given are compared).
+    """
+    check_outputs([model_path], overwrite=force)
+    folder = _checkpoint_folder(model_path)
+    history = folder / "history.json"
+    if not resume:
+        if history.exists() and not force:
+            raise FileExistsError(
+                f"{folder} holds an unfinished training run; continue it with "
+                "resume=True, or start over with force=True."
+            )
+        return 0
+    if not history.exists():
+        raise FileNotFoundError(
+            f"Nothing to resume: no checkpoint at {folder}. Run without resume=True."
+        )
+    stored = json.loads((folder / SETTINGS_FILE).read_text()) if (folder / SETTINGS_FILE).exists() else {}
+    changed = [
+        f"{name} {stored.get(name)!r} (now {value!r})"
+        for name, value in settings.items() if stored.get(name) != value
+    ]
+    if changed:
+        raise ValueError(
+            f"Cannot resume {folder}: it holds a run with other settings: "
+            + ", ".join(changed)
+            + ". Resume with the same settings, or start over with force=True."
+        )
+    return len(json.loads(history.read_text()))
+
+
+def _remove_checkpoint(folder):
+    for name in _CHECKPOINT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # missing, or holding files that are not ckdlearn's
+
+
+def train(
+    dataset, model_path, *, method="smote", max_epochs=20, lr=1e-3, batch_size=32, width=16,
+    random_state=0, resume=False, force=False, progress=silent, extra_callbacks=(),
+):
+    """Fit the default pipeline on a labelled dataset and save it.
+
+    Training checkpoints after every epoch into ``<model_path>.checkpoint``
+    with the run's settings (those below, the image size, the classes and
+    the number of images); ``resume=True`` continues an interrupted run to
+    the same final epoch count, and refuses other settings. The checkpoint
+    is removed once the model file is written.
+
+    Parameters
+    ----------
+    dataset : Bunch
+        From :func:`ckdlearn.datasets.load_ct_kidney`.
+    model_path : str or Path
+        Where the model file goes (must not exist unless ``force``).
+    method, max_epochs, lr, batch_size, width, random_state
+        See :func:`~ckdlearn.workflows.build_pipeline`.
+    resume : bool, default=False
+        Continue from the checkpoint folder.
+    force : bool, default=False
+        Replace an existing model file; without ``resume``, also start
+        over when an unfinished run's checkpoint exists.
+    progress : callable
+        Receives progress messages.
+    extra_callbacks : sequence of skorch callbacks
+        Added to the network's callbacks (tests use this to stop early).
+
+    Returns
+    -------
+    estimator : fitted pipeline or CKDNetClassifier
+
+    Raises
+    ------
+    ValueError
+        If training diverged (the loss stopped being finite): no model is
+        written and a fresh run's checkpoint is removed.
+    KeyboardInterrupt, RuntimeError
+        When interrupted, or stopped early by a callback; the checkpoint
+        is kept for ``resume``.
+    """
+    from skorch.callbacks import Checkpoint, LoadInitState
+
+    from ..persistence import save as save_model
+
+    run = dict(method=method, lr=lr, batch_size=batch_size, width=width, random_state=random_state)
+    settings = dict(
+        run, max_epochs=max_epochs, image_size=int(dataset.images.shape[-1]),
+        classes=[str(name) for name in dataset.target_names], n_images=int(len(dataset.data)),
+    )
+    done = check_training_outputs(model_path, settings, resume=resume, force=force)
+    folder = _checkpoint_folder(model_path)
+    if resume:
+        progress(f"resuming after epoch {done} of {max_epochs}")
+    else:
+        _remove_checkpoint(folder)
+    if done >= max_epochs:
+        raise ValueError(
+            f"The checkpoint in {folder} already holds all {done} epochs but no model "
+            f"was saved from it; start over with force=True."
+        )
+    write_files(folder, {SETTINGS_FILE: json.dumps(settings, indent=1).encode()}, overwrite=True)
+    checkpoint = Checkpoint(monitor=None, dirname=str(folder), f_criterion=None, load_best=False)
+    # Progress after the checkpoint: an epoch reported is an epoch saved.
+    callbacks = [("checkpoint", checkpoint), ("progress", EpochProgress()), *extra_callbacks]
+    if resume:
+        callbacks.append(("resume", LoadInitState(checkpoint)))
+    estimator = build_pipeline(**run, max_epochs=max_epochs - done, callbacks=callbacks)
+    # The cosine schedule spans the whole run, also when resumed.
+    final_classifier(estimator).set_params(callbacks__lr_scheduler__T_max=max_epochs)
+    X, y = dataset.data, dataset.target_names[dataset.target]
+    adapt_smote_neighbours(estimator, y, progress)
+    try:
+        estimator.fit(X, y)
+    except ValueError:
+        if not resume:  # a diverged fresh run leaves nothing worth resuming
+            _remove_checkpoint(folder)
+        raise
+    except BaseException:  # interrupted, however the interrupt is raised
+        if (folder / "history.json").exists():
+            progress(f"the checkpoint in {folder} is kept: run again with resume=True to continue.")
+        raise
+    trained = len(final_classifier(estimator).history_)
+    if trained < max_epochs:
+        raise RuntimeError(
+            f"Training stopped after epoch {trained} of {max_epochs}; the "
+            f"checkpoint in {folder} is kept. Run again with resume=True."
+        )
+    # The model file carries the configured epochs, not the resumed remainder.
+    final_classifier(estimator).set_params(max_epochs=max_epochs, callbacks=None, verbose=0)
+    Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+    save_model(estimator, model_path, overwrite=force)
+    _remove_checkpoint(folder)
+    return estimator
+
+
+def train_folder(data, model_path, *, image_size=96, on_error="raise", progress=silent, **params):
+    """Check the outputs, then load a labelled folder and :func:`train` on it.
+
+    ``params`` are :func:`train`'s keyword arguments; the model file and a
+    resumed run's settings are checked before any image is read.
+    """
+    run = {name: value for name, value in params.items()
+           if name not in ("resume", "force", "extra_callbacks")}
+    check_training_outputs(
+        model_path, {"image_size": image_size, **run},
+        resume=params.get("resume", False), force=params.get("force", False),
+    )
+    dataset = load_labelled(data, image_size, on_error, progress)
+    started = time.perf_counter()
+    estimator = train(dataset, model_path, progress=progress, **params)
+    progress(f"trained in {time.perf_counter() - started:.0f} s")
+    return estimator

@@ -1,0 +1,143 @@
+"""The workflows behind the commands, as Python functions, and their layout."""
+
+import ast
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ckdlearn.workflows as workflows
+from ckdlearn.report import Report
+from ckdlearn.workflows import (
+    EpochProgress,
+    baseline_predictions,
+    build_pipeline,
+    check_training_outputs,
+    find_image_files,
+    label_scores,
+)
+
+PACKAGE = Path(workflows.__file__).parent
+
+
+def test_every_public_name_resolves():
+    for name in workflows.__all__:
+        assert getattr(workflows, name) is not None
+    with pytest.raises(AttributeError):
+        workflows.no_such_workflow
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")) + [PACKAGE.parent / "cli.py"], ids=lambda p: p.name)
+def test_one_idea_per_module_and_no_private_imports(path):
+    tree = ast.parse(path.read_text())
+    assert ast.get_docstring(tree), f"{path.name} has no opening docstring"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:  # a ckdlearn module
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            assert not private, f"{path.name} imports private {private} from {node.module}"
+
+
+def test_the_cli_holds_no_workflow():
+    # The command line parses and prints: it reaches the library only
+    # through the workflows (and the safe writer for printing to a file).
+    tree = ast.parse((PACKAGE.parent / "cli.py").read_text())
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
+    assert modules <= {None, "_files", "paper", "workflows.pipeline", "workflows.demo",
+                       "workflows.training", "workflows.scoring", "workflows.files", "workflows.audit"}
+
+
+def test_baselines():
+    y = np.array(["Normal"] * 6 + ["Cyst"] * 2 + ["Stone"] * 2)
+    guesses = baseline_predictions(y, len(y))
+    assert set(guesses) == {"majority class", "stratified chance"}
+    assert (guesses["majority class"] == "Normal").all()
+    scores = label_scores(y, guesses["majority class"])
+    assert scores["accuracy"] == pytest.approx(0.6)
+    assert scores["macro_f1"] == pytest.approx(0.75 / 3)
+
+
+def test_report_writes_only_its_files(tmp_path):
+    import matplotlib.pyplot as plt
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("mine")
+    report = Report("r")
+    figure, ax = plt.subplots()
+    report.add_figure(figure, "line")
+    report.write(folder)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        report.write(folder)
+    report.write(folder, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["line.png", "report.html", "thesis.txt"]
+    assert (folder / "thesis.txt").read_text() == "mine"
+
+
+def _fake_checkpoint(model_path, settings, epochs=2):
+    folder = Path(f"{model_path}.checkpoint")
+    folder.mkdir()
+    (folder / "history.json").write_text(json.dumps([{"epoch": i + 1} for i in range(epochs)]))
+    (folder / "settings.json").write_text(json.dumps(settings))
+    return folder
+
+
+def test_check_training_outputs(tmp_path):
+    model = tmp_path / "m.ckdl"
+    settings = {"image_size": 32, "lr": 0.001, "classes": ["Cyst", "Normal"]}
+    assert check_training_outputs(model, settings) == 0
+    with pytest.raises(FileNotFoundError, match="Nothing to resume"):
+        check_training_outputs(model, settings, resume=True)
+    _fake_checkpoint(model, settings)
+    with pytest.raises(FileExistsError, match=r"unfinished.*resume=True.*force=True"):
+        check_training_outputs(model, settings)
+    assert check_training_outputs(model, settings, force=True) == 0
+    assert check_training_outputs(model, settings, resume=True) == 2
+    # Only the settings a caller knows are compared (the command line checks
+    # the image size before the data, whose classes it cannot know yet).
+    assert check_training_outputs(model, {"image_size": 32}, resume=True) == 2
+    with pytest.raises(ValueError, match=r"other settings: classes \['Cyst', 'Normal'\] \(now \['Cyst'\]\)"):
+        check_training_outputs(model, {**settings, "classes": ["Cyst"]}, resume=True)
+    model.write_bytes(b"model")
+    with pytest.raises(FileExistsError):
+        check_training_outputs(model, settings, resume=True)
+
+
+def test_find_image_files_uses_the_readers_rules(tmp_path):
+    for name in ("a.png", "b.JPG", "README", "notes.txt", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    assert [p.name for p in find_image_files([tmp_path])] == ["IM0001", "a.png", "b.JPG"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="looked for .*DICOM files without an extension"):
+        find_image_files([tmp_path / "empty"])
+
+
+def test_build_pipeline_refuses_unknown_methods():
+    with pytest.raises(ValueError, match="method must be one of"):
+        build_pipeline("oversample")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_training_progress_goes_to_stderr(terminal, monkeypatch, capsys, blob_data):
+    from helpers import tiny_classifier
+
+    if terminal:
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+    X, y = blob_data
+    tiny_classifier(callbacks=[("progress", EpochProgress("fold 1"))]).fit(X, y)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = sys.stderr.getvalue() if terminal else captured.err
+    if terminal:  # a bar that redraws itself, no line per epoch
+        assert "fold 1:" in err and "/2 [" in err and "\r" in err and "epoch 1:" not in err
+    else:
+        assert "fold 1: epoch 1: train loss" in err and "fold 1: epoch 2:" in err
+        assert "\x1b[" not in err and "\r" not in err
