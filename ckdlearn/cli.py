@@ -79,6 +79,11 @@ def cmd_evaluate(args):
     print(f"{'':20s} {'accuracy':>9s} {'macro-F1':>9s}")
     for name, row in {"model": scores, **scores.baselines}.items():
         print(f"{name:20s} {row['accuracy']:9.3f} {row['macro_f1']:9.3f}")
+    series = scores.series
+    print(f"{'model, per scan':20s} {series['accuracy']:9.3f} {series['macro_f1']:9.3f}"
+          f"   ({series['n_series']} inferred scan series, one answer each)")
+    print(f"uncertainty: AUROC for wrong slices {scores.selective['auroc']:.3f}, "
+          f"accuracy on the surest 80% {scores.selective['accuracy_at_80']:.3f}")
 
 
 def cmd_predict(args):
@@ -87,7 +92,13 @@ def cmd_predict(args):
 
     if args.output:
         check_outputs([args.output], overwrite=args.force)
-    rows = predict_files(args.model, args.inputs, progress=_say, on_error=args.on_error)
+    rows, scans = predict_files(
+        args.model, args.inputs, progress=_say, on_error=args.on_error,
+        abstain_below=args.abstain_below,
+    )
+    for scan in scans:
+        _say(f"scan {scan['scan']} ({scan['n_slices']} slices): {scan['label']} "
+             f"(confidence {scan['confidence']:.2f}, uncertainty {scan['uncertainty']:.2f})")
     if args.format == "json":
         text = json.dumps(rows, indent=2) + "\n"
     else:
@@ -266,6 +277,10 @@ def build_parser():
     predict_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     predict_cmd.add_argument("--format", choices=["csv", "json"], default="csv")
     predict_cmd.add_argument("--output", "-o", help="write to this file instead of stdout")
+    predict_cmd.add_argument(
+        "--abstain-below", type=_number(float, 0.0, above=True), default=None, metavar="P",
+        help="answer 'uncertain' for slices and scans whose top probability is below P",
+    )
 
     explain_cmd = add("explain", cmd_explain, "Write Grad-CAM overlays for image files.", force=True, on_error=True)
     explain_cmd.add_argument("model", help="model file")

@@ -909,7 +909,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         )
         if not torch.isfinite(step["loss"]):
             raise ValueError(
-                f"Training diverged: the loss became {float(step['loss'])} in epoch "
+                f"Training diverged: the loss became {step['loss'].detach().item()} in epoch "
                 f"{len(self.history)}. Lower the learning rate (lr={self.lr!r}), check "
                 "the input for extreme values, or use precision='32'."
             )

@@ -184,6 +184,30 @@ def test_predict(model_file, dataset_dir, fmt, capsys):
         assert sum(float(row[c]) for c in ("Cyst", "Normal", "Stone", "Tumor")) == pytest.approx(1, abs=1e-4)
 
 
+def test_predict_answers_each_scan_and_can_abstain(model_file, dataset_dir, capsys):
+    status, out, err = run(["predict", model_file, dataset_dir / "Stone", "--format", "json"], capsys)
+    assert status == 0, err
+    rows = json.loads(out)
+    scans = {row["scan"] for row in rows}
+    # The Stone folder holds two numbered runs of slices: two scan series.
+    assert len(scans) == 2
+    for scan in scans:
+        labels = {row["scan_label"] for row in rows if row["scan"] == scan}
+        assert len(labels) == 1, "one answer per scan"
+    scan_lines = [line for line in err.splitlines() if line.startswith("scan ")]
+    assert len(scan_lines) == 2 and all("slices)" in line for line in scan_lines)
+    assert all(0 <= row["uncertainty"] <= 1 for row in rows)
+    status, out, err = run(["predict", model_file, dataset_dir / "Stone", "--format", "json",
+                            "--abstain-below", "1.0"], capsys)
+    assert status == 0, err
+    rows = json.loads(out)
+    assert {row["label"] for row in rows} == {"uncertain"}
+    assert {row["scan_label"] for row in rows} == {"uncertain"}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(model_file), str(dataset_dir), "--abstain-below", "0"])
+    assert exit_info.value.code == 2 and "must be above 0" in capsys.readouterr().err
+
+
 def test_predict_to_file_and_no_overwrite(model_file, dataset_dir, tmp_path, capsys):
     target = tmp_path / "predictions.csv"
     target.write_text("keep me")

@@ -22,26 +22,61 @@ __all__ = ["explain_images", "predict_files"]
 OVERLAY_SIZE = 256
 
 
-def predict_files(model, files, progress=silent, on_error="raise"):
-    """Label and class probabilities for each image file.
+def predict_files(model, files, progress=silent, on_error="raise", abstain_below=None):
+    """Label and class probabilities for each image file, and each scan's answer.
 
     ``model`` is a fitted classifier or pipeline, or a model file's path;
     ``files`` are image files and/or folders (searched recursively);
-    ``on_error='skip'`` leaves unreadable files out with a warning.
-    Returns one dict per file read: ``file``, ``label``, and one
-    probability per class.
+    ``on_error='skip'`` leaves unreadable files out with a warning. The
+    slices are grouped into scan series as the loaders group them
+    (:func:`~ckdlearn.model_selection.infer_scan_groups`) and each scan gets
+    one answer (:meth:`~ckdlearn.CKDNetClassifier.predict_series`). With
+    ``abstain_below``, a slice or scan whose top probability is below it is
+    labelled ``"uncertain"``.
+
+    Returns
+    -------
+    rows : list of dict
+        One per file read: ``file``, ``label``, one probability per class,
+        ``uncertainty`` (normalised entropy), ``scan`` (series number),
+        ``scan_label`` and ``scan_uncertainty``.
+    scans : list of dict
+        One per scan: ``scan``, ``n_slices``, ``label``, ``confidence``
+        (its top probability) and ``uncertainty``.
     """
+    from ..model_selection import infer_scan_groups
+    from ..pipeline import final_step_input
+
     files = find_image_files(files)
     model = as_model(model)
     images, files = read_for_model(files, model, progress, on_error)
-    proba = model.predict_proba(images.reshape(len(images), -1))
-    classes = final_classifier(model).classes_
+    classifier, flat = final_step_input(model, images.reshape(len(images), -1))
+    proba = classifier.predict_proba(flat)
+    unsure = classifier.predict_uncertainty(flat)
+    groups = infer_scan_groups(images, [str(path) for path in files])
+    answers = classifier.predict_series(flat, groups)
+    classes = classifier.classes_
+
+    def label(probabilities):
+        if abstain_below is not None and probabilities.max() < abstain_below:
+            return "uncertain"
+        return _plain(classes[int(np.argmax(probabilities))])
+
+    scans = [
+        {"scan": int(scan), "n_slices": int(n), "label": label(p),
+         "confidence": round(float(p.max()), 6), "uncertainty": round(float(u), 6)}
+        for scan, n, p, u in zip(answers.series, answers.n_slices, answers.proba, answers.uncertainty)
+    ]
+    by_scan = {entry["scan"]: entry for entry in scans}
     rows = []
-    for path, p in zip(files, proba):
-        row = {"file": str(path), "label": _plain(classes[int(np.argmax(p))])}
+    for path, p, u, scan in zip(files, proba, unsure, groups):
+        row = {"file": str(path), "label": label(p)}
         row.update({str(c): round(float(v), 6) for c, v in zip(classes, p)})
+        row.update(uncertainty=round(float(u), 6), scan=int(scan),
+                   scan_label=by_scan[int(scan)]["label"],
+                   scan_uncertainty=by_scan[int(scan)]["uncertainty"])
         rows.append(row)
-    return rows
+    return rows, scans
 
 
 def _plain(value):

@@ -26,7 +26,9 @@ ATTRIBUTION = (
 )
 
 #: The files a report folder receives (and the only ones ``force`` replaces).
-REPORT_FILES = ("confusion_matrix.png", "reliability.png", "gradcam.png", "report.html")
+REPORT_FILES = (
+    "confusion_matrix.png", "reliability.png", "risk_coverage.png", "gradcam.png", "report.html"
+)
 
 
 def report_evaluation(estimator, dataset, out, *, force=False, **options):
@@ -90,6 +92,7 @@ def evaluation_report(estimator, dataset, *, cv, title="ckdlearn evaluation", de
     _data_section(report, dataset, y, groups)
     _scores_section(report, result, y)
     _calibration_section(report, result)
+    _trust_section(report, result)
     progress("explaining out-of-fold predictions with Grad-CAM ...")
     _explanation_section(report, result, dataset, cases_per_class)
     _leakage_section(report, result)
@@ -190,6 +193,36 @@ def _calibration_section(report, result):
     report.add_figure(
         figure, "reliability",
         caption=f"Reliability of the top-class probability (ECE {ece:.3f}; 0 is perfectly calibrated).",
+    )
+
+
+def _trust_section(report, result):
+    """Scan-level answers and what declining the least certain ones buys."""
+    if result.selective is None:
+        return
+    from ..plotting import plot_risk_coverage
+
+    report.add_section("Scans, and knowing when not to answer")
+    rows = [["slices", len(result.y_true), result.pooled_scores["accuracy"],
+             result.pooled_scores["macro_f1"], result.selective.auroc,
+             result.selective.accuracy_at_80]]
+    curves = {"slices": result.selective}
+    if result.series is not None:
+        series = result.series
+        rows.append(["scan series", len(series.ids), series.scores["accuracy"],
+                     series.scores["macro_f1"], series.selective.auroc,
+                     series.selective.accuracy_at_80])
+        curves["scan series"] = series.selective
+    report.add_table(rows, header=["answers for", "n", "accuracy", "macro-F1",
+                                   "uncertainty AUROC", "accuracy at 80% coverage"])
+    report.add_figure(
+        plot_risk_coverage(curves), "risk_coverage",
+        caption=(
+            "Accuracy of the answers the model is surest of, against the share answered. "
+            "A scan's answer combines its slices (mean log-probability); uncertainty is the "
+            "entropy of the probabilities. AUROC: how well the uncertainty tells wrong "
+            "answers from right ones (0.5 is no better than chance)."
+        ),
     )
 
 

@@ -63,8 +63,11 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent):
     error. The baselines are fitted on the folder's own labels: the best a
     constant answer could do on these slices. Returns a Bunch of
     ``n_images``, ``accuracy``, ``macro_f1``, ``baselines`` (name to the
-    same two scores), ``missing_classes`` and ``report`` (scikit-learn's
-    ``classification_report``).
+    same two scores), ``series`` (``n_series``, ``accuracy``, ``macro_f1``
+    of one answer per inferred scan series, and the series confusion
+    ``matrix``), ``selective`` (``auroc`` of the uncertainty for wrong
+    slices, ``accuracy_at_80``), ``missing_classes`` and ``report``
+    (scikit-learn's ``classification_report``).
     """
     from sklearn.metrics import classification_report
 
@@ -82,11 +85,29 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent):
     missing = [name for name in classes if name not in found]
     if missing:
         progress(f"note: {data} holds no {', '.join(missing)} images; scoring the classes present.")
+    from sklearn.metrics import confusion_matrix
+
+    from ..metrics import accuracy_at_coverage, risk_coverage_curve
+    from ..pipeline import final_step_input
+
     y = np.asarray(found)[dataset.target]
-    predictions = np.asarray(model.predict(dataset.data)).astype(str)
+    classifier, Xt = final_step_input(model, dataset.data)
+    predictions = np.asarray(classifier.predict(Xt)).astype(str)
+    unsure = classifier.predict_uncertainty(Xt)
+    scans = classifier.predict_series(Xt, dataset.groups)
+    scan_truth = np.array([y[dataset.groups == scan][0] for scan in scans.series])
+    scan_labels = np.asarray(scans.label).astype(str)
     return Bunch(
         n_images=int(len(y)),
         **label_scores(y, predictions),
+        series=Bunch(
+            n_series=int(len(scans.series)), **label_scores(scan_truth, scan_labels),
+            matrix=confusion_matrix(scan_truth, scan_labels, labels=classes).tolist(),
+        ),
+        selective=Bunch(
+            auroc=risk_coverage_curve(y, predictions, unsure).auroc,
+            accuracy_at_80=accuracy_at_coverage(y, predictions, unsure, coverage=0.8),
+        ),
         baselines={
             name: label_scores(y, guess)
             for name, guess in baseline_predictions(y, len(y)).items()
