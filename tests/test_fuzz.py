@@ -11,6 +11,7 @@ one: ``pytest tests/test_fuzz.py --hypothesis-profile=fuzz``, with
 """
 
 import hashlib
+from pathlib import Path
 import io
 import pickle
 import zipfile
@@ -337,3 +338,93 @@ def test_loaders(tmp_path_factory, files, on_error, size, readme):
         assert len(dataset.data) == len(dataset.target) == len(dataset.groups)
     count_files_changed("loaders", changed_outside(before, snapshot(root)))
     assume(True)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_world(tmp_path_factory):
+    """A labelled folder, a model trained on it, and files a user would not want touched."""
+    from ckdlearn.cli import main
+
+    from test_cli import write_class_folders
+
+    root = tmp_path_factory.mktemp("cli")
+    data = write_class_folders(root / "data", per_class=6, size=16)
+    model = root / "model.ckdl"
+    assert main(["train", str(data), "--out", str(model), "--image-size", "16",
+                 "--epochs", "1", "--width", "2", "--threads", "1"]) == 0
+    (root / "garbage.ckdl").write_bytes(b"PK\x03\x04 not really a zip")
+    (root / "notes.txt").write_text("mine")
+    return root, data, model
+
+
+def _argv(draw, root, data, model):
+    command = draw(st.sampled_from(["predict", "explain", "evaluate", "audit", "train"]))
+    # Half of the draws are what a careful user would type, half are not.
+    def either(good, bad):
+        return st.one_of(st.sampled_from(good), st.sampled_from(good + bad))
+
+    path = either([str(data), str(data / "Cyst"), str(data / "Cyst" / "Cyst- (1).png")],
+                  [str(root / "notes.txt"), str(root / "missing")])
+    model_path = either([str(model)], [str(root / "garbage.ckdl"), str(root / "notes.txt"),
+                                       str(root / "none.ckdl")])
+    out = either([str(root / "out" / f"x{draw(st.integers(0, 9))}")],
+                 [str(root), str(root / "notes.txt"), str(data), str(root / "out" / "m.ckdl")])
+    number = either(["1", "2", "0.5"], ["0", "-2", "1e4", "nan", "abc"])
+    argv = [command]
+    if command in ("predict", "explain", "evaluate"):
+        argv += [draw(model_path), draw(path)]
+    else:
+        argv += [draw(path)]
+    if command in ("explain", "train"):
+        argv += ["--out", draw(out)]
+    if command == "predict" and draw(st.booleans()):
+        argv += ["-o", draw(out)]
+    if command == "train":
+        argv += ["--epochs", draw(either(["1"], ["0", "-1", "x"])), "--image-size",
+                 draw(either(["16", "8"], ["0"])), "--width", "2", "--threads", "1"]
+        if draw(st.booleans()):
+            argv += [draw(st.sampled_from(["--lr", "--batch-size", "--seed"])), draw(number)]
+    if command == "audit":
+        argv += ["--folds", draw(number)]
+    if command == "predict" and draw(st.booleans()):
+        argv += ["--abstain-below", draw(number)]
+    argv += sorted(draw(st.sets(st.sampled_from(["--force", "--resume", "--on-error=skip"]),
+                                max_size=2)))
+    return argv
+
+
+@given(data=st.data())
+def test_cli_commands(cli_world, capsys, data):
+    from ckdlearn.cli import main
+
+    root, folder, model = cli_world
+    argv = _argv(data.draw, root, folder, model)
+    inputs = {path for path in snapshot(root) if "out" not in path.parts}
+    before = snapshot(root)
+    try:
+        status = main(argv)
+    except SystemExit as stop:  # argparse: usage errors
+        status = stop.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, (argv, err)
+    assert status in (0, 1, 2), (argv, status, err)
+    if status == 1:
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"ckdlearn {argv[0]}: error: ") and len(last) > 30, (argv, err)
+    kind = {0: "result", 1: "clear error", 2: "clear error"}[status]
+    from fuzzing import TALLY
+
+    TALLY[("cli", kind)] += 1
+    # Named outputs may change; inputs and the user's own files may not.
+    outputs = {p for p in snapshot(root) if p not in inputs or "out" in p.parts}
+    after = snapshot(root)
+    changed = [name for name in inputs if before.get(name) != after.get(name)]
+    allowed = {Path(argv[argv.index(flag) + 1]).resolve().relative_to(root.resolve())
+               for flag in ("--out", "-o") if flag in argv and str(root) in argv[argv.index(flag) + 1]}
+    changed = [name for name in changed if name not in allowed]
+    count_files_changed("cli", len(changed))
+    assert not changed, (argv, changed)
+    del outputs
