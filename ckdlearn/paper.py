@@ -200,12 +200,16 @@ def reproduce_paper(
     if "1" in protocols:
         protocols_run["1"], audit = _paper_protocol(X_rgb, y, classes, max_epochs, random_state, say)
     if "2" in protocols:
-        protocols_run["2"] = _paper_network_honestly(
-            X_rgb, y, groups, classes, cv, max_epochs, random_state, n_splits, say
+        say(f"protocol 2: PaperCNN, SMOTE in the pipeline, {n_splits} scan-series folds ...")
+        protocols_run["2"] = _honest_protocol(
+            "PaperCNN, ckdlearn protocol", paper_classifier(max_epochs, random_state),
+            X_rgb, y, groups, classes, cv, random_state, say,
         )
     if "3" in protocols:
-        protocols_run["3"] = _default_honestly(
-            data.data, y, groups, classes, cv, classifier, random_state, default_image_size, say
+        say(f"protocol 3: default CKDNetClassifier at {default_image_size} px, same folds ...")
+        protocols_run["3"] = _honest_protocol(
+            "default CKDNetClassifier, ckdlearn protocol", classifier,
+            data.data, y, groups, classes, cv, random_state, say,
         )
     settings = {
         "root": str(root),
@@ -245,27 +249,13 @@ def _paper_protocol(X_rgb, y, classes, max_epochs, random_state, say):
     return scores, audit
 
 
-def _paper_network_honestly(X_rgb, y, groups, classes, cv, max_epochs, random_state, n_splits, say):
-    say(f"protocol 2: PaperCNN, SMOTE in the pipeline, {n_splits} scan-series folds ...")
-    started = time.perf_counter()
-    pipe = make_pipeline(SMOTE(random_state=random_state), paper_classifier(max_epochs, random_state))
-    result = evaluate(pipe, X_rgb, y, groups=groups, cv=cv, audit=False)
-    scores = {
-        "description": "PaperCNN, ckdlearn protocol",
-        **_scores(result.y_true, result.y_pred, classes),
-        "seconds": time.perf_counter() - started,
-    }
-    say(f"  accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}")
-    return scores
-
-
-def _default_honestly(X, y, groups, classes, cv, classifier, random_state, image_size, say):
-    say(f"protocol 3: default CKDNetClassifier at {image_size} px, same folds ...")
+def _honest_protocol(description, classifier, X, y, groups, classes, cv, random_state, say):
+    """SMOTE inside the pipeline, folds of whole scan series."""
     started = time.perf_counter()
     pipe = make_pipeline(SMOTE(random_state=random_state), classifier)
     result = evaluate(pipe, X, y, groups=groups, cv=cv, audit=False)
     scores = {
-        "description": "default CKDNetClassifier, ckdlearn protocol",
+        "description": description,
         **_scores(result.y_true, result.y_pred, classes),
         "seconds": time.perf_counter() - started,
     }
