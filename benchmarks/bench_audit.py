@@ -11,23 +11,18 @@ to time the real slices as well when the data folder is present.
 import argparse
 import os
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ckdlearn.model_selection import audit_cv, audit_leakage
 
+from common import best_of, random_slices
+
 DATA_DIR = (
     Path(__file__).resolve().parents[2]
     / "shared" / "data" / "ct-kidney" / "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
 )
-
-
-def synthetic_images(n_images, size, seed=0):
-    """Random images in [0, 1], float32, flattened as ckdlearn passes them."""
-    rng = np.random.default_rng(seed)
-    return rng.random((n_images, size * size), dtype=np.float32)
 
 
 def real_images(size):
@@ -44,16 +39,9 @@ def real_images(size):
     return (np.stack(images).astype(np.float32) / 255.0).reshape(len(images), -1)
 
 
-def best_of(repeats, function):
-    """Best wall and CPU time of a few runs: the least disturbed by other
-    processes. CPU time adds up all threads (BLAS uses several)."""
-    wall_times, cpu_times, result = [], [], None
-    for _ in range(repeats):
-        wall_start, cpu_start = time.perf_counter(), time.process_time()
-        result = function()
-        wall_times.append(time.perf_counter() - wall_start)
-        cpu_times.append(time.process_time() - cpu_start)
-    return f"{min(wall_times):.2f} s wall, {min(cpu_times):.2f} s CPU", result
+def timed(repeats, function):
+    wall, cpu, result = best_of(function, repeats, warm_up=False)
+    return f"{wall:.2f} s wall, {cpu:.2f} s CPU", result
 
 
 def main():
@@ -64,19 +52,19 @@ def main():
     parser.add_argument("--real", action="store_true", help="also time the real slices")
     args = parser.parse_args()
 
-    X = synthetic_images(args.n_images, args.size)
+    X, _ = random_slices(args.n_images, args.size)
     print(f"{args.n_images} synthetic images of {args.size}x{args.size}, float32")
     if hasattr(os, "getloadavg"):  # other processes inflate wall times
         print(f"  load average (1 min): {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for max_shift in (1, 0):
-        seconds, report = best_of(
+        seconds, report = timed(
             args.repeats, lambda: audit_leakage(X, X, max_shift=max_shift)
         )
         print(
             f"  audit_leakage(X, X, max_shift={max_shift}): {seconds} "
             f"(n_exact={report.n_exact}, n_near={report.n_near})"
         )
-    seconds, reports = best_of(args.repeats, lambda: audit_cv(X, cv=5))
+    seconds, reports = timed(args.repeats, lambda: audit_cv(X, cv=5))
     print(f"  audit_cv(X, cv=5): {seconds}")
 
     if args.real:
@@ -84,7 +72,7 @@ def main():
             print(f"  real data not found at {DATA_DIR}; skipped")
             return
         X_real = real_images(args.size)
-        seconds, report = best_of(args.repeats, lambda: audit_leakage(X_real, X_real))
+        seconds, report = timed(args.repeats, lambda: audit_leakage(X_real, X_real))
         print(
             f"{len(X_real)} real slices of {args.size}x{args.size}: "
             f"audit_leakage(X, X): {seconds} (n_exact={report.n_exact}, "

@@ -73,13 +73,13 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_training import best_of, make_data
+    from common import interleaved_best_of, random_slices
 
     from ckdlearn import CKDNetClassifier
 
     size = args.image_size
-    X_fit, y_fit = make_data(args.n_fit, size)
-    X_pred, _ = make_data(args.n_predict, size, seed=1)
+    X_fit, y_fit = random_slices(args.n_fit, size)
+    X_pred, _ = random_slices(args.n_predict, size, seed=1)
 
     def estimator(precision="32"):
         return CKDNetClassifier(
@@ -101,7 +101,7 @@ def main(argv=None):
 
     mm32, mm32_flops = matmul_seconds(args.matmul_size, torch.float32, 2)
     mm16, mm16_flops = matmul_seconds(args.matmul_size, torch.bfloat16, 8)
-    times = best_of(
+    times = interleaved_best_of(
         {
             "peak fp32": mm32,
             "peak bf16": mm16,

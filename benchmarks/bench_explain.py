@@ -20,7 +20,6 @@ and append the printed Markdown to ``benchmarks/RESULTS_explain.md`` with
 import argparse
 import platform
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -29,6 +28,8 @@ import torch
 
 from ckdlearn import CKDNetClassifier
 from ckdlearn.cam import CAM_METHODS
+
+from common import best_of
 
 RESULTS = Path(__file__).with_name("RESULTS_explain.md")
 
@@ -72,15 +73,6 @@ def direct(module, images, method, batch_size):
     return np.concatenate(heatmaps)
 
 
-def best_time(function, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
-
-
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -98,11 +90,13 @@ def main(argv=None):
         # Alternate the two sides so that load from other processes hits both.
         ours, theirs = [], []
         for _ in range(args.repeats):
-            t, ours_maps = best_time(
-                lambda: clf.explain(X, method=method, batch_size=args.batch_size), 1
+            t, _, ours_maps = best_of(
+                lambda: clf.explain(X, method=method, batch_size=args.batch_size), 1, warm_up=False
             )
             ours.append(t)
-            t, direct_maps = best_time(lambda: direct(module, images, method, args.batch_size), 1)
+            t, _, direct_maps = best_of(
+                lambda: direct(module, images, method, args.batch_size), 1, warm_up=False
+            )
             theirs.append(t)
         np.testing.assert_allclose(ours_maps, direct_maps, rtol=0, atol=1e-5)
         t_ours, t_direct = min(ours), min(theirs)

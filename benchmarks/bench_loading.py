@@ -29,10 +29,8 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -40,11 +38,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parents[1] / "shared" / "data" / "ct-kidney"
 RESULTS = HERE / "RESULTS_loading.md"
 
-
-def _peak_rss_bytes():
-    # ru_maxrss is in KiB on Linux, in bytes on macOS.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+from common import peak_rss_bytes  # noqa: E402  (after the path constants)
 
 
 def worker_time(root, image_size, n_jobs, repeats):
@@ -55,14 +49,10 @@ def worker_time(root, image_size, n_jobs, repeats):
     from ckdlearn.datasets import load_ct_kidney, read_images
     from ckdlearn.model_selection import infer_scan_groups
 
-    def best_of(function):
-        function()  # warm-up: page cache, lazy imports, thread pool
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - start)
-        return min(times)
+    from common import best_of
+
+    def fastest(function):  # after a warm-up: page cache, lazy imports, threads
+        return best_of(function, repeats)[0]
 
     dataset = load_ct_kidney(root, image_size=image_size, n_jobs=n_jobs, verbose=False)
     paths = [os.path.join(dataset.root, name) for name in dataset.filenames]
@@ -80,12 +70,12 @@ def worker_time(root, image_size, n_jobs, repeats):
 
     return {
         "n_slices": n_slices,
-        "load_s": best_of(
+        "load_s": fastest(
             lambda: load_ct_kidney(root, image_size=image_size, n_jobs=n_jobs, verbose=False)
         ),
-        "decode_s": best_of(lambda: read_images(paths, image_size, n_jobs=n_jobs)),
-        "groups_s": best_of(lambda: infer_scan_groups(dataset.images, dataset.filenames)),
-        "naive_decode_s": best_of(naive) if n_jobs == 1 else None,
+        "decode_s": fastest(lambda: read_images(paths, image_size, n_jobs=n_jobs)),
+        "groups_s": fastest(lambda: infer_scan_groups(dataset.images, dataset.filenames)),
+        "naive_decode_s": fastest(naive) if n_jobs == 1 else None,
     }
 
 
@@ -93,9 +83,9 @@ def worker_memory(root, image_size, n_jobs):
     """Peak memory of one load: arrays, tracemalloc peak, peak RSS growth."""
     from ckdlearn.datasets import load_ct_kidney
 
-    rss_before = _peak_rss_bytes()
+    rss_before = peak_rss_bytes()
     dataset = load_ct_kidney(root, image_size=image_size, n_jobs=n_jobs, verbose=False)
-    rss_growth = _peak_rss_bytes() - rss_before
+    rss_growth = peak_rss_bytes() - rss_before
     arrays = dataset.images.nbytes  # data is a view of images: counted once
     shared = dataset.data.base is dataset.images
     del dataset

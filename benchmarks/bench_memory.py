@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -55,23 +54,7 @@ from imblearn.over_sampling import SMOTE
 
 from ckdlearn.over_sampling import LeanSMOTE
 
-CLASS_COUNTS = {"Cyst": 3709, "Normal": 5077, "Stone": 1377, "Tumor": 2283}
-
-
-def make_data(n, image_size, seed=0):
-    """Random float32 images with labels in the real class ratio."""
-    counts = np.array(list(CLASS_COUNTS.values()), dtype=float)
-    per_class = np.floor(counts / counts.sum() * n).astype(int)
-    per_class[np.argmax(counts)] += n - per_class.sum()
-    y = np.repeat(np.array(list(CLASS_COUNTS)), per_class)
-    X = np.random.default_rng(seed).random((n, image_size * image_size), dtype=np.float32)
-    return X, y
-
-
-def _peak_rss_bytes():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
+from common import CLASS_COUNTS, peak_rss_bytes, random_slices
 
 def worker(n, sampler_name, image_size, width):
     from imblearn.pipeline import make_pipeline
@@ -88,22 +71,22 @@ def worker(n, sampler_name, image_size, width):
     # Warm-up on 100 slices: the first fit maps code pages of the torch,
     # oneDNN and BLAS kernels it touches and starts thread pools (~300 MB of
     # RSS whatever n is); that is the libraries' cost, not the data's.
-    warm_X, warm_y = make_data(100, image_size, seed=1)
+    warm_X, warm_y = random_slices(100, image_size, seed=1, real_ratio=True)
     pipeline()[0].fit(warm_X, warm_y)
     del warm_X, warm_y
-    X, y = make_data(n, image_size)
+    X, y = random_slices(n, image_size, real_ratio=True)
     pipe, net = pipeline()
     _, counts = np.unique(y, return_counts=True)
     resampled_bytes = len(counts) * counts.max() * X.shape[1] * X.itemsize
 
-    baseline = _peak_rss_bytes()
+    baseline = peak_rss_bytes()
     tracemalloc.start()
     start = time.perf_counter()
     pipe.fit(X, y)
     seconds = time.perf_counter() - start
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss_growth = _peak_rss_bytes() - baseline
+    rss_growth = peak_rss_bytes() - baseline
     model_bytes = sum(t.nbytes for t in net.module_.state_dict().values())
     return {
         "n": n,
@@ -118,7 +101,7 @@ def worker(n, sampler_name, image_size, width):
 
 
 def check_lean_smote_matches():
-    X, y = make_data(600, 16)
+    X, y = random_slices(600, 16, real_ratio=True)
     for random_state in (0, np.random.RandomState(3)):
         state_copy = None if isinstance(random_state, int) else np.random.RandomState(3)
         expected = SMOTE(random_state=random_state if state_copy is None else state_copy).fit_resample(X, y)

@@ -41,11 +41,12 @@ import json
 import os
 import platform
 import sys
-import time
 import warnings
 
 import numpy as np
 import torch
+
+from common import interleaved_best_of, random_slices
 
 
 def _ckdnet_default(name):
@@ -62,32 +63,6 @@ PRESETS = {
     # A small net on small images, where per-batch overhead weighs most.
     "small": dict(image_size=32, width=8, depth=3, n_fit=512, n_predict=2048),
 }
-
-
-def make_data(n, image_size, n_classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n, image_size * image_size), dtype=np.float32)
-    y = np.arange(n) % n_classes
-    return X, y
-
-
-def best_of(sides, repeats):
-    """Interleave the callables and return each one's best (smallest) time
-    in seconds, after one untimed warm-up of each.
-
-    Rounds alternate in direction (A B, B A, A B, ...) so that neither side
-    always runs right after the other.
-    """
-    for function in sides.values():
-        function()
-    best = {name: float("inf") for name in sides}
-    order = list(sides.items())
-    for round_index in range(repeats):
-        for name, function in order if round_index % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            function()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 # --- the hand-written PyTorch loop ---------------------------------------------
@@ -164,12 +139,12 @@ def estimator(args, **params):
 
 
 def run_compare(args):
-    X_fit, y_fit = make_data(args.n_fit, args.image_size)
-    X_pred, _ = make_data(args.n_predict, args.image_size, seed=1)
+    X_fit, y_fit = random_slices(args.n_fit, args.image_size)
+    X_pred, _ = random_slices(args.n_predict, args.image_size, seed=1)
     common = dict(image_size=args.image_size, width=args.width, depth=args.depth)
     fit_kwargs = dict(common, batch_size=args.batch_size, epochs=args.epochs, lr=1e-3)
 
-    fit_times = best_of(
+    fit_times = interleaved_best_of(
         {
             "ckdlearn": lambda: estimator(args).fit(X_fit, y_fit),
             "plain": lambda: plain_fit(X_fit, y_fit, channels_last=False, **fit_kwargs),
@@ -188,7 +163,7 @@ def run_compare(args):
         plain_predict_proba(plain, X_pred[:64], batch_size=args.batch_size, inference_mode=False, **predict_kwargs),
         atol=1e-5,
     )
-    predict_times = best_of(
+    predict_times = interleaved_best_of(
         {
             "ckdlearn": lambda: clf.predict_proba(X_pred),
             "plain": lambda: plain_predict_proba(
@@ -219,20 +194,20 @@ def run_compare(args):
 def run_levers(args):
     import skorch
 
-    X_fit, y_fit = make_data(args.n_fit, args.image_size)
-    X_pred, _ = make_data(args.n_predict, args.image_size, seed=1)
+    X_fit, y_fit = random_slices(args.n_fit, args.image_size)
+    X_pred, _ = random_slices(args.n_predict, args.image_size, seed=1)
     n_fit = args.n_fit * args.epochs
     rows = []
 
     def fit_pair(name, on, off):
-        times = best_of(
+        times = interleaved_best_of(
             {"on": lambda: estimator(args, **on).fit(X_fit, y_fit), "off": lambda: estimator(args, **off).fit(X_fit, y_fit)},
             args.repeats,
         )
         rows.append(("fit", name, n_fit / times["on"], n_fit / times["off"]))
 
     def predict_pair(name, on_clf, off_call):
-        times = best_of({"on": lambda: on_clf.predict_proba(X_pred), "off": off_call}, args.repeats)
+        times = interleaved_best_of({"on": lambda: on_clf.predict_proba(X_pred), "off": off_call}, args.repeats)
         rows.append(("predict", name, args.n_predict / times["on"], args.n_predict / times["off"]))
 
     fit_pair("channels-last weights (vs NCHW)", {}, {"_channels_last": False})
@@ -310,7 +285,7 @@ def run_grid(args):
     # sides, and says so; that is expected here.
     warnings.filterwarnings("ignore", message="A worker stopped while some jobs")
 
-    X, y = make_data(args.grid_n, args.image_size)
+    X, y = random_slices(args.grid_n, args.image_size)
     grid = {"ckdnetclassifier__lr": [1e-3, 3e-3], "ckdnetclassifier__module__width": [args.width, 2 * args.width]}
 
     def search(n_jobs, inner_threads=None):
@@ -331,7 +306,7 @@ def run_grid(args):
         with parallel_config(backend="loky", inner_max_num_threads=inner_threads):
             probes = Parallel(n_jobs=n_jobs)(delayed(_probe_threads)(i) for i in range(4))
         threads[name] = sorted(set(probes))
-    times = best_of(
+    times = interleaved_best_of(
         {name: (lambda n=n_jobs, t=inner: search(n, t)) for name, (n_jobs, inner) in sides.items()},
         args.repeats,
     )
