@@ -242,7 +242,11 @@ def test_bad_class_indices(fresh, X_test, class_indices, message):
 
 
 def test_unknown_method_lists_the_known_ones(fitted, X_test):
-    with pytest.raises(ValueError, match=r"Unknown CAM method 'gradcam\+'.*'gradcam\+\+'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'method' parameter of compute_heatmaps must be a str among \{.*'gradcam\+\+'.*\}\. "
+        r"Got 'gradcam\+' instead",
+    ):
         fitted.explain(X_test, method="gradcam+")
 
 
@@ -263,7 +267,11 @@ def test_unknown_layer(fitted, X_test):
         fitted.explain(X_test, layer="features.9")
     with pytest.raises(ValueError, match="not one of"):
         fitted.explain(X_test, layer=nn.Conv2d(8, 8, 3))
-    with pytest.raises(TypeError, match="layer must be None"):
+    with pytest.raises(
+        TypeError,
+        match=r"'layer' parameter of compute_heatmaps must be an instance of 'str', an instance "
+        r"of 'torch\.nn\.modules\.module\.Module' or None\. Got 3 instead",
+    ):
         fitted.explain(X_test, layer=3)
 
 
@@ -295,9 +303,13 @@ def test_bad_images_and_batch_size(fitted):
     module = fitted.module_
     with pytest.raises(ValueError, match="4-D array"):
         compute_heatmaps(module, np.zeros((2, SIZE, SIZE)))
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match=r"images contains NaN or infinity \(image index 0, 1\)"):
         compute_heatmaps(module, np.full((2, 1, SIZE, SIZE), np.nan))
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+    with pytest.raises(
+        ValueError,
+        match=r"'batch_size' parameter of compute_heatmaps must be an int in the range "
+        r"\[1, inf\)\. Got 0 instead",
+    ):
         compute_heatmaps(module, np.zeros((2, 1, SIZE, SIZE)), batch_size=0)
 
 
@@ -580,10 +592,20 @@ def test_faithfulness_bad_arguments(fitted, stone_images):
     images, classes, _ = stone_images
     heatmaps = np.zeros((len(images), SIZE, SIZE), np.float32)
     module = fitted.module_
-    with pytest.raises(ValueError, match="Unknown faithfulness metric 'drop'.*'road'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'metric' parameter of faithfulness_scores must be a str among \{.*'road'.*\}\. "
+        r"Got 'drop' instead",
+    ):
         faithfulness_scores(module, images, classes, heatmaps, metric="drop")
-    with pytest.raises(ValueError, match="strictly between 0 and 100"):
+    with pytest.raises(
+        ValueError,
+        match=r"'percentile' parameter of faithfulness_scores must be a float in the range "
+        r"\(0\.0, 100\.0\), an array-like or None\. Got 100 instead",
+    ):
         faithfulness_scores(module, images, classes, heatmaps, percentile=100)
+    with pytest.raises(ValueError, match="strictly between 0 and 100; got \\[20, 100\\]"):
+        faithfulness_scores(module, images, classes, heatmaps, percentile=[20, 100], metric="road")
     with pytest.raises(ValueError, match="takes one percentile"):
         faithfulness_scores(module, images, classes, heatmaps, percentile=[20, 80])
     with pytest.raises(ValueError, match="'decision_flip' takes one percentile"):
@@ -615,3 +637,4 @@ def test_heatmap_energy_in_mask():
 def test_docstring_examples():
     results = doctest.testmod(explain_module, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0
+
