@@ -164,6 +164,7 @@ def main(argv=None):
         "fit_minutes": round(fit_minutes, 2),
         "test_minutes": {k: round(v, 2) for k, v in minutes.items()},
         "total_minutes": round((time.perf_counter() - started) / 60, 2),
+        "cpu_minutes": round(time.process_time() / 60, 2),
         "threads": args.threads,
         "max_epochs": pipe[-1].max_epochs,
         "pass_below": PASS_BELOW,

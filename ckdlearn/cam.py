@@ -626,8 +626,9 @@ def randomisation_test(
             ``i`` and image ``i - 1``: what two unrelated maps share
             (their common shape, e.g. the body outline).
         ``trained_heatmaps`` : dict of str to ndarray of shape (n, H, W)
+            Per method, the trained network's maps.
         ``heatmaps`` : dict of str to ndarray of shape (n_stages, n, H, W)
-            The maps themselves.
+            Per method, the maps at each stage.
         ``classes`` : ndarray of shape (n,)
             The class index each map explains, in ``classes_`` order.
         ``images`` : ndarray of shape (n, C, H, W)
