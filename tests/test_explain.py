@@ -794,23 +794,24 @@ def test_randomisation_bad_arguments(fitted, data, X_test):
         randomisation_test(LogisticRegression().fit(X, y), X_test)
 
 
-def test_rank_correlation_is_spearmans_rho():
+def test_similarities_are_spearman_and_ssim(cascade, fresh, stone_rows):
     from scipy.stats import spearmanr
 
-    rng = np.random.RandomState(0)
-    reference = rng.rand(5, 6, 6).astype(np.float32)
-    maps = np.round(rng.rand(2, 5, 6, 6), 1).astype(np.float32)  # ties
-    maps[0, 1] = reference[1] ** 2  # same ranking
-    rho = explain_module._rank_correlation(reference, maps)
-    expected = [[spearmanr(reference[i].ravel(), maps[s, i].ravel())[0] for i in range(5)]
-                for s in range(2)]
-    np.testing.assert_allclose(rho, expected, atol=1e-5)
-    assert rho[0, 1] == pytest.approx(1)
-    # A constant map has no ranking to share.
-    assert explain_module._rank_correlation(reference, np.zeros_like(reference)).tolist() == [0] * 5
-    ssim = explain_module._structural_similarity(reference, np.stack([reference, 1 - reference]))
-    np.testing.assert_allclose(ssim[0], 1, atol=1e-6)
-    assert np.all(ssim[1] < 0)
+    trained, randomised = cascade.trained_heatmaps["layercam"], cascade.heatmaps["layercam"]
+    expected = [[spearmanr(trained[i].ravel(), stage[i].ravel())[0] for i in range(len(trained))]
+                for stage in randomised]
+    np.testing.assert_allclose(cascade.spearman["layercam"], expected, atol=1e-5)
+    previous = [spearmanr(trained[i].ravel(), trained[i - 1].ravel())[0] for i in range(len(trained))]
+    np.testing.assert_allclose(cascade.baseline["layercam"], previous, atol=1e-5)
+    assert np.all(cascade.ssim["layercam"] <= 1 + 1e-6)
+    # A head that ignores the features gives all-zero Grad-CAM maps: no
+    # ranking to share with anything, so the similarity is 0, not NaN.
+    with torch.no_grad():
+        fresh.module_.classifier.weight.zero_()
+    flat = randomisation_test(fresh, stone_rows[0][:4], stages=["classifier"])
+    assert np.all(flat.trained_heatmaps["gradcam"] == 0)
+    assert flat.spearman["gradcam"].tolist() == [[0, 0, 0, 0]]
+    assert flat.baseline["gradcam"].tolist() == [0, 0, 0, 0]
 
 
 def test_plot_randomisation_test(fitted, data, cascade):
