@@ -67,15 +67,10 @@ __all__ = [
     "randomisation_test",
 ]
 
-#: CAM methods by name: the pytorch-grad-cam class each name runs.
-#:
-#: Gradient-weighted methods ("gradcam", "gradcam++", "hirescam",
-#: "xgradcam", "layercam", "eigengradcam", "gradcamelementwise") need one
-#: forward and one backward pass per batch; "eigencam" needs a forward pass
-#: only; "scorecam" and "ablationcam" need one forward pass per channel of
-#: the layer *for every image*, so they are far slower. "fullgrad" ignores
-#: ``layer`` and combines the input gradient with the bias gradients of
-#: every convolution and batch-norm layer.
+#: CAM methods by name: the pytorch-grad-cam class each name runs. Most
+#: need one forward and one backward pass per batch ("eigencam" a forward
+#: pass only); "scorecam" and "ablationcam" need a forward pass per channel
+#: of the layer *for every image*. "fullgrad" ignores ``layer``.
 CAM_METHODS = MappingProxyType(
     {
         "gradcam": grad_cam.GradCAM,
@@ -132,12 +127,10 @@ def compute_heatmaps(
     Parameters
     ----------
     module : torch.nn.Module
-        The network; it maps ``(n, C, H, W)`` float tensors to class
-        logits ``(n, n_classes)``. It is used as it is, on the device its
-        parameters are on, and left as it was found (see Notes).
+        The network, mapping ``(n, C, H, W)`` float tensors to logits
+        ``(n, n_classes)``; run where its parameters are, left as found.
     images : ndarray of shape (n, C, H, W)
-        The images, as the network takes them (any real dtype; cast to
-        float32).
+        The images, as the network takes them (cast to float32).
     class_indices : array-like of int of shape (n,) or None, default=None
         The output (class index) to explain for each image. None explains
         the class the network predicts (its largest logit in eval mode).
@@ -321,11 +314,9 @@ def faithfulness_scores(
       neighbours by ROAD's noisy linear imputation. Near 0 or negative:
       what the map marks does not matter to the network.
     * ``"decision_flip"``: 1 when the explained class is the top class
-      before that removal and no longer after, 0 when nothing changes, -1
-      when it becomes the top one; its mean is the share of decisions the
-      marked pixels carry. It ignores confidence, so unlike the
-      probability metrics it compares networks of different calibration
-      (label smoothing, temperature scaling).
+      before that removal and not after, 0 when nothing changes, -1 when
+      it becomes the top one. It ignores confidence, so it compares
+      networks of different calibration (label smoothing, temperature).
     * ``"road"``: ROAD (Rong et al., 2022), as pytorch-grad-cam's
       ``ROADCombined``: the mean over ``percentile`` thresholds (default
       20, 40, 60, 80) of ``(p(least relevant removed) - p(most relevant
@@ -349,8 +340,7 @@ def faithfulness_scores(
     class_indices : array-like of int of shape (n,) or None
         The class each heatmap explains; None for the predicted class.
     heatmaps : ndarray of shape (n, H, W)
-        One heatmap per image, e.g. from :func:`compute_heatmaps`; larger
-        means more relevant.
+        One map per image, e.g. from :func:`compute_heatmaps`; larger is more relevant.
     metric : {"confidence_drop", "decision_flip", "road", "cam_mult"}, \
             default="confidence_drop"
         See above and :data:`FAITHFULNESS_METRICS`.
@@ -368,9 +358,8 @@ def faithfulness_scores(
     device : str or torch.device, default="cpu"
         Used only when the module's parameters do not give its device.
     random_state : int, RandomState instance or None, default=0
-        Seeds the imputation noise and the tie-breaking (per image, so
-        scores do not depend on ``batch_size``); torch's global random
-        state is not touched.
+        Seeds the imputation noise and tie-breaking per image (scores do not
+        depend on ``batch_size``); torch's global random state is untouched.
 
     Returns
     -------
@@ -906,13 +895,11 @@ def explain(estimator, X, *, method="gradcam", target=None, layer=None, batch_si
             return_scores=False):
     """Explain the predictions of a fitted classifier, or of a pipeline ending in one.
 
-    For a scikit-learn or imbalanced-learn pipeline, ``X`` is what the
-    pipeline's ``predict`` takes: it goes through the steps before the
-    last (``pipeline[:-1].transform``; samplers such as SMOTE, which only
-    act during ``fit``, are skipped, as imbalanced-learn does at predict
-    time), then the final step's ``explain`` produces the heatmaps.
-    Anything else must have an ``explain`` method itself, as
-    :class:`~ckdlearn.CKDNetClassifier` does.
+    For a pipeline, ``X`` is what its ``predict`` takes: it goes through
+    ``pipeline[:-1].transform`` (samplers such as SMOTE act during ``fit``
+    only and are skipped, as at predict time), then the last step's
+    ``explain`` makes the heatmaps. Anything else must have an ``explain``
+    method itself, as :class:`~ckdlearn.CKDNetClassifier` does.
 
     Parameters
     ----------
