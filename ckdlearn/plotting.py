@@ -19,6 +19,7 @@ __all__ = [
     "plot_cv_scores",
     "plot_explanations",
     "plot_reliability_diagram",
+    "plot_randomisation_test",
     "plot_risk_coverage",
 ]
 
@@ -501,4 +502,111 @@ def plot_risk_coverage(curves, *, ax=None):
     ax.set_ylabel("Accuracy of the answered predictions")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
+    return figure
+
+
+def plot_randomisation_test(results, *, methods=None, image_index=0, metric="spearman",
+                            panel_size=1.4):
+    """Draw a CAM sanity check: similarity per randomisation stage, and the maps.
+
+    The top panel shows, per CAM method, the mean similarity between the
+    trained network's map and the randomised one at each stage, with the
+    interquartile range over images shaded; a method that passes drops
+    towards zero at the first stage and stays there. Below, for one image,
+    each method's trained map and its map at every stage.
+
+    Parameters
+    ----------
+    results : Bunch or sequence of Bunch
+        What :func:`ckdlearn.cam.randomisation_test` returns; several
+        results on the same images (e.g. the cascading and the label test)
+        are drawn one after the other.
+    methods : list of str or None, default=None
+        The methods to draw, in order; None draws the first result's.
+    image_index : int, default=0
+        The image whose maps the grid shows.
+    metric : {"spearman", "ssim"}, default="spearman"
+        The similarity drawn in the top panel.
+    panel_size : float, default=1.4
+        Side of each map in the grid, in inches.
+
+    Returns
+    -------
+    figure : matplotlib Figure
+        Its first axes holds the curves, the others the grid.
+
+    Raises
+    ------
+    ValueError
+        For an unknown metric or method, an image index out of range, or
+        results computed on different images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import ckdlearn
+    >>> from ckdlearn.cam import randomisation_test
+    >>> from ckdlearn.plotting import plot_randomisation_test
+    >>> rng = np.random.RandomState(0)
+    >>> X, y = rng.rand(20, 16 * 16).astype(np.float32), np.repeat(["Cyst", "Stone"], 10)
+    >>> clf = ckdlearn.CKDNetClassifier(max_epochs=1, module__width=4, module__depth=2,
+    ...                                 augment=None, random_state=0).fit(X, y)
+    >>> result = randomisation_test(clf, X[:4], methods=["gradcam", "eigencam"])
+    >>> fig = plot_randomisation_test(result)
+    >>> [tick.get_text() for tick in fig.axes[0].get_xticklabels()]
+    ['trained', 'classifier', 'features.1', 'features.0']
+    """
+    import matplotlib.pyplot as plt
+
+    results = [results] if hasattr(results, "stages") else list(results)
+    first = results[0]
+    if any(not np.array_equal(result.images, first.images) for result in results[1:]):
+        raise ValueError("The results explain different images; pass results of one set of images.")
+    methods = list(first.methods) if methods is None else list(methods)
+    missing = [m for m in methods if any(m not in result.methods for result in results)]
+    if missing or not methods:
+        raise ValueError(f"No results for methods {missing or methods}; available: {first.methods}.")
+    if metric not in ("spearman", "ssim"):
+        raise ValueError(f'metric must be "spearman" or "ssim"; got {metric!r}.')
+    if isinstance(image_index, bool) or not isinstance(image_index, numbers.Integral) or not (
+        0 <= image_index < len(first.images)
+    ):
+        raise ValueError(f"image_index must be an integer in [0, {len(first.images) - 1}]; "
+                         f"got {image_index!r}.")
+    stages = [stage for result in results for stage in result.stages]
+    similarity = {m: np.concatenate([getattr(result, metric)[m] for result in results]) for m in methods}
+    maps = {m: np.concatenate([result.heatmaps[m][:, image_index] for result in results])
+            for m in methods}
+
+    figure = plt.figure(figsize=(max(6.0, panel_size * (len(stages) + 2)),
+                                 3.2 + panel_size * len(methods)), layout="constrained")
+    top, bottom = figure.subfigures(2, 1, height_ratios=[3.2, panel_size * len(methods)])
+    ax = top.subplots()
+    x = np.arange(len(stages) + 1)
+    for method in methods:
+        (line,) = ax.plot(x, np.r_[1.0, similarity[method].mean(axis=1)], marker="o", label=method)
+        low, high = np.percentile(similarity[method], [25, 75], axis=1)
+        ax.fill_between(x[1:], low, high, color=line.get_color(), alpha=0.12, linewidth=0)
+    ax.axhline(0, color="0.5", lw=0.8, ls="--")
+    ax.set_xticks(x, ["trained", *stages], rotation=25, ha="right")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("Spearman rho with trained map" if metric == "spearman" else "SSIM with trained map")
+    ax.set_xlabel("randomised (cumulatively, top layer first)")
+    ax.legend(fontsize="small", ncol=2)
+
+    image = np.asarray(first.images[image_index], dtype=np.float64)[0]
+    span = image.max() - image.min()
+    image = (image - image.min()) / span if span > 0 else np.zeros_like(image)
+    grid = bottom.subplots(len(methods), len(stages) + 2, squeeze=False)
+    for row, method in enumerate(methods):
+        panels = [image, overlay_heatmap(image, first.trained_heatmaps[method][image_index])]
+        panels += [overlay_heatmap(image, heatmap) for heatmap in maps[method]]
+        for column, panel in enumerate(panels):
+            grid[row, column].imshow(panel, cmap="gray" if column == 0 else None,
+                                     interpolation="nearest")
+            grid[row, column].set_xticks([])
+            grid[row, column].set_yticks([])
+        grid[row, 0].set_ylabel(method, fontsize="small")
+    for column, title in enumerate(["slice", "trained", *stages]):
+        grid[0, column].set_title(title, fontsize="x-small")
     return figure

@@ -107,4 +107,6 @@ fig.tight_layout()
 # %%
 # Which to trust? None by default. Agreement is not correctness: two
 # methods can share the same blind spot. The next example measures how
-# *faithful* each map is to the network, by removing what it marks.
+# *faithful* each map is to the network, by removing what it marks, and
+# :ref:`sphx_glr_auto_examples_plot_09_sanity_checks.py` whether the maps
+# depend on the network's weights at all.

@@ -26,6 +26,7 @@ from ckdlearn.cam import (
     compute_heatmaps,
     faithfulness_scores,
     heatmap_energy_in_mask,
+    randomisation_test,
 )
 
 from helpers import tiny_classifier as tiny
@@ -242,7 +243,11 @@ def test_bad_class_indices(fresh, X_test, class_indices, message):
 
 
 def test_unknown_method_lists_the_known_ones(fitted, X_test):
-    with pytest.raises(ValueError, match=r"Unknown CAM method 'gradcam\+'.*'gradcam\+\+'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'method' parameter of compute_heatmaps must be a str among \{.*'gradcam\+\+'.*\}\. "
+        r"Got 'gradcam\+' instead",
+    ):
         fitted.explain(X_test, method="gradcam+")
 
 
@@ -263,7 +268,11 @@ def test_unknown_layer(fitted, X_test):
         fitted.explain(X_test, layer="features.9")
     with pytest.raises(ValueError, match="not one of"):
         fitted.explain(X_test, layer=nn.Conv2d(8, 8, 3))
-    with pytest.raises(TypeError, match="layer must be None"):
+    with pytest.raises(
+        TypeError,
+        match=r"'layer' parameter of compute_heatmaps must be an instance of 'str', an instance "
+        r"of 'torch\.nn\.modules\.module\.Module' or None\. Got 3 instead",
+    ):
         fitted.explain(X_test, layer=3)
 
 
@@ -295,9 +304,13 @@ def test_bad_images_and_batch_size(fitted):
     module = fitted.module_
     with pytest.raises(ValueError, match="4-D array"):
         compute_heatmaps(module, np.zeros((2, SIZE, SIZE)))
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match=r"images contains NaN or infinity \(image index 0, 1\)"):
         compute_heatmaps(module, np.full((2, 1, SIZE, SIZE), np.nan))
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+    with pytest.raises(
+        ValueError,
+        match=r"'batch_size' parameter of compute_heatmaps must be an int in the range "
+        r"\[1, inf\)\. Got 0 instead",
+    ):
         compute_heatmaps(module, np.zeros((2, 1, SIZE, SIZE)), batch_size=0)
 
 
@@ -580,10 +593,20 @@ def test_faithfulness_bad_arguments(fitted, stone_images):
     images, classes, _ = stone_images
     heatmaps = np.zeros((len(images), SIZE, SIZE), np.float32)
     module = fitted.module_
-    with pytest.raises(ValueError, match="Unknown faithfulness metric 'drop'.*'road'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'metric' parameter of faithfulness_scores must be a str among \{.*'road'.*\}\. "
+        r"Got 'drop' instead",
+    ):
         faithfulness_scores(module, images, classes, heatmaps, metric="drop")
-    with pytest.raises(ValueError, match="strictly between 0 and 100"):
+    with pytest.raises(
+        ValueError,
+        match=r"'percentile' parameter of faithfulness_scores must be a float in the range "
+        r"\(0\.0, 100\.0\), an array-like or None\. Got 100 instead",
+    ):
         faithfulness_scores(module, images, classes, heatmaps, percentile=100)
+    with pytest.raises(ValueError, match="strictly between 0 and 100; got \\[20, 100\\]"):
+        faithfulness_scores(module, images, classes, heatmaps, percentile=[20, 100], metric="road")
     with pytest.raises(ValueError, match="takes one percentile"):
         faithfulness_scores(module, images, classes, heatmaps, percentile=[20, 80])
     with pytest.raises(ValueError, match="'decision_flip' takes one percentile"):
@@ -615,3 +638,209 @@ def test_heatmap_energy_in_mask():
 def test_docstring_examples():
     results = doctest.testmod(explain_module, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0
+
+
+# --- sanity checks: randomisation tests --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stone_rows():
+    X, y, masks = make_square_images(40, seed=1)
+    return X[y == "Stone"], masks[y == "Stone"]
+
+
+@pytest.fixture(scope="module")
+def cascade(fitted, stone_rows):
+    return randomisation_test(fitted, stone_rows[0], methods=["gradcam", "eigencam", "layercam"])
+
+
+def test_cascading_randomisation_changes_gradcam(fitted, cascade, stone_rows):
+    _, masks = stone_rows
+    assert cascade.test == "cascading"
+    assert cascade.stages == ["classifier", "features.1", "features.0"]
+    n = len(masks)
+    for method in cascade.methods:
+        assert cascade.spearman[method].shape == cascade.ssim[method].shape == (3, n)
+        assert cascade.heatmaps[method].shape == (3, n, SIZE, SIZE)
+        assert cascade.baseline[method].shape == (n,)
+        assert np.all(np.abs(cascade.spearman[method]) <= 1)
+    # The trained maps are the ones explain gives, for the predicted class.
+    np.testing.assert_array_equal(cascade.trained_heatmaps["gradcam"], fitted.explain(stone_rows[0]))
+    np.testing.assert_array_equal(fitted.classes_[cascade.classes], fitted.predict(stone_rows[0]))
+    # A trained map correlates perfectly with itself; randomised, Grad-CAM's
+    # maps keep little of their ranking at any stage ...
+    gradcam = cascade.spearman["gradcam"]
+    assert np.all(gradcam.mean(axis=1) < 0.5)
+    assert np.all(cascade.ssim["gradcam"].mean(axis=1) < 0.5)
+    # ... and no longer point at the square.
+    trained_energy = heatmap_energy_in_mask(cascade.trained_heatmaps["gradcam"], masks).mean()
+    for stage_maps in cascade.heatmaps["gradcam"]:
+        assert heatmap_energy_in_mask(stage_maps, masks).mean() < 0.7 * trained_energy
+
+
+def test_eigencam_ignores_the_head(cascade):
+    # EigenCAM is the first principal component of the layer's activations:
+    # it never looks at the classifier, so re-initialising it changes nothing.
+    np.testing.assert_allclose(cascade.spearman["eigencam"][0], 1, atol=1e-5)
+    np.testing.assert_allclose(cascade.ssim["eigencam"][0], 1, atol=1e-5)
+    np.testing.assert_array_equal(cascade.heatmaps["eigencam"][0], cascade.trained_heatmaps["eigencam"])
+    # Re-initialising the block it explains does change it.
+    assert cascade.spearman["eigencam"][1].mean() < 0.5
+
+
+def test_randomisation_leaves_the_estimator_alone(fresh, stone_rows):
+    module = fresh.module_.train()
+    module.classifier.bias.requires_grad_(False)
+    flags = {name: p.requires_grad for name, p in module.named_parameters()}
+    before = state_bytes(module)
+    torch_state = torch.random.get_rng_state()
+    randomisation_test(fresh, stone_rows[0], methods=["gradcam", "ablationcam"])
+    assert state_bytes(module) == before
+    assert module.training
+    assert {name: p.requires_grad for name, p in module.named_parameters()} == flags
+    assert all(p.grad is None for p in module.parameters())
+    assert_no_hooks(module)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert isinstance(module.features[1], nn.Sequential)
+
+
+def test_randomisation_is_reproducible(fitted, cascade, stone_rows):
+    again = randomisation_test(fitted, stone_rows[0], methods=["gradcam", "eigencam", "layercam"],
+                               batch_size=3)
+    for method in cascade.methods:
+        np.testing.assert_allclose(again.heatmaps[method], cascade.heatmaps[method], atol=1e-6)
+        np.testing.assert_allclose(again.spearman[method], cascade.spearman[method], atol=1e-5)
+    other = randomisation_test(fitted, stone_rows[0], methods="gradcam", random_state=1)
+    assert other.methods == ["gradcam"]
+    assert not np.allclose(other.heatmaps["gradcam"], cascade.heatmaps["gradcam"])
+
+
+def test_randomisation_stages(fitted, stone_rows):
+    images = stone_rows[0][:4]
+    result = randomisation_test(fitted, images, stages=["classifier", "features.1.0.conv2"])
+    assert result.stages == ["classifier", "features.1.0.conv2"]
+    head_only = randomisation_test(fitted, images, stages=["classifier"])
+    np.testing.assert_array_equal(head_only.heatmaps["gradcam"][0], result.heatmaps["gradcam"][0])
+    for stages, bad in [(["features.9"], "features.9"), (["dropout"], "dropout"), ([], "")]:
+        with pytest.raises(ValueError, match=f"stages must name submodules of CKDNet.*{bad}"):
+            randomisation_test(fitted, images, stages=stages)
+
+
+def test_paper_cnn_stages():
+    rng = np.random.RandomState(0)
+    X = rng.rand(24, 3 * 28 * 28).astype(np.float32)
+    clf = CKDNetClassifier(PaperCNN, image_shape=(3, 28, 28), max_epochs=1, batch_size=16,
+                           augment=None, random_state=0).fit(X, np.repeat(["Cyst", "Tumor"], 12))
+    result = randomisation_test(clf, X[:3], methods=["gradcam", "gradcam++"])
+    assert result.stages == ["dense", "conv3", "conv2", "conv1"]
+    assert result.spearman["gradcam++"].shape == (4, 3)
+
+
+def test_label_randomisation(data, fitted, stone_rows):
+    X, y, masks = data
+    images = stone_rows[0]
+    before = fitted.predict_proba(images)
+    result = randomisation_test(fitted, images, test="labels", methods=["gradcam", "eigencam"],
+                                X_train=X, y_train=y)
+    np.testing.assert_array_equal(fitted.predict_proba(images), before)
+    assert result.stages == ["labels"]
+    assert result.spearman["gradcam"].shape == (1, len(images))
+    assert result.shuffled_estimator is not fitted
+    assert 0 <= result.train_accuracy <= 1
+    # Trained on permuted labels, the network cannot find the square.
+    assert result.shuffled_estimator.score(*make_square_images(40, seed=1)[:2]) < 0.8
+    assert result.spearman["gradcam"].mean() < 0.5
+    # The same clone, given back, explains other images without training.
+    again = randomisation_test(fitted, images, test="labels", methods="gradcam",
+                               shuffled_estimator=result.shuffled_estimator)
+    np.testing.assert_array_equal(again.heatmaps["gradcam"], result.heatmaps["gradcam"])
+    assert again.train_accuracy is None
+    # Reproducible: the same permutation and the clone's own seed.
+    repeat = randomisation_test(fitted, images, test="labels", methods="gradcam",
+                                X_train=X, y_train=y)
+    np.testing.assert_allclose(repeat.spearman["gradcam"], result.spearman["gradcam"], atol=1e-6)
+
+
+def test_label_randomisation_of_a_pipeline(data, X_test):
+    X, y, _ = data
+    pipe = make_imblearn_pipeline(SMOTE(k_neighbors=2, random_state=0), tiny()).fit(X, y)
+    result = randomisation_test(pipe, X_test, test="labels", X_train=X, y_train=y)
+    assert result.shuffled_estimator is not pipe
+    assert isinstance(result.shuffled_estimator.steps[0][1], SMOTE)
+    np.testing.assert_array_equal(result.trained_heatmaps["gradcam"], pipe[-1].explain(X_test))
+    with pytest.raises(ValueError, match="learned the classes"):
+        randomisation_test(pipe, X_test, test="labels", X_train=X, y_train=np.where(y == "Stone", "A", "B"))
+
+
+def test_randomisation_bad_arguments(fitted, data, X_test):
+    X, y, _ = data
+    with pytest.raises(ValueError, match=r"'test' parameter of randomisation_test must be a str among"):
+        randomisation_test(fitted, X_test, test="weights")
+    with pytest.raises(ValueError, match=r"methods must name at least one CAM method.*\['gradcam\+'\]"):
+        randomisation_test(fitted, X_test, methods=["gradcam", "gradcam+"])
+    with pytest.raises(ValueError, match="methods must name at least one"):
+        randomisation_test(fitted, X_test, methods=[])
+    with pytest.raises(ValueError, match="pass its training data as X_train= and y_train="):
+        randomisation_test(fitted, X_test, test="labels", X_train=X)
+    with pytest.raises(TypeError, match=r"'layer' parameter of randomisation_test must be an instance of 'str' or None"):
+        randomisation_test(fitted, X_test, layer=fitted.module_.features[0])
+    with pytest.raises(ValueError, match="Unknown layer 'features.7'"):
+        randomisation_test(fitted, X_test, layer="features.7")
+    with pytest.raises(ValueError, match=r"X has 64 features, but CKDNetClassifier is expecting 256"):
+        randomisation_test(fitted, X_test[:, :64])
+    with pytest.raises(NotFittedError):
+        randomisation_test(tiny(), X_test)
+    with pytest.raises(TypeError, match="no explain method"):
+        randomisation_test(LogisticRegression().fit(X, y), X_test)
+
+
+def test_similarities_are_spearman_and_ssim(cascade, fresh, stone_rows):
+    from scipy.stats import spearmanr
+
+    trained, randomised = cascade.trained_heatmaps["layercam"], cascade.heatmaps["layercam"]
+    expected = [[spearmanr(trained[i].ravel(), stage[i].ravel())[0] for i in range(len(trained))]
+                for stage in randomised]
+    np.testing.assert_allclose(cascade.spearman["layercam"], expected, atol=1e-5)
+    previous = [spearmanr(trained[i].ravel(), trained[i - 1].ravel())[0] for i in range(len(trained))]
+    np.testing.assert_allclose(cascade.baseline["layercam"], previous, atol=1e-5)
+    assert np.all(cascade.ssim["layercam"] <= 1 + 1e-6)
+    # A head that ignores the features gives all-zero Grad-CAM maps: no
+    # ranking to share with anything, so the similarity is 0, not NaN.
+    with torch.no_grad():
+        fresh.module_.classifier.weight.zero_()
+    flat = randomisation_test(fresh, stone_rows[0][:4], stages=["classifier"])
+    assert np.all(flat.trained_heatmaps["gradcam"] == 0)
+    assert flat.spearman["gradcam"].tolist() == [[0, 0, 0, 0]]
+    assert flat.baseline["gradcam"].tolist() == [0, 0, 0, 0]
+
+
+def test_plot_randomisation_test(fitted, data, cascade):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ckdlearn.plotting import plot_randomisation_test
+
+    X, y, _ = data
+    figure = plot_randomisation_test(cascade, methods=["gradcam", "eigencam"], image_index=2)
+    curves = figure.axes[0]
+    assert [t.get_text() for t in curves.get_xticklabels()] == ["trained", *cascade.stages]
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["gradcam", "eigencam"]
+    np.testing.assert_allclose(curves.lines[0].get_ydata(), [1, *cascade.spearman["gradcam"].mean(axis=1)], rtol=1e-6)
+    assert len(figure.axes) == 1 + 2 * (len(cascade.stages) + 2)
+    plt.close(figure)
+    labels = randomisation_test(fitted, make_square_images(40, seed=1)[0][::2], test="labels",
+                                methods=["gradcam"], X_train=X, y_train=y)
+    both = plot_randomisation_test([cascade, labels], methods=["gradcam"], metric="ssim")
+    assert [t.get_text() for t in both.axes[0].get_xticklabels()][-1] == "labels"
+    plt.close(both)
+    with pytest.raises(ValueError, match="metric must be"):
+        plot_randomisation_test(cascade, metric="pearson")
+    with pytest.raises(ValueError, match=r"No results for methods \['fullgrad'\]"):
+        plot_randomisation_test(cascade, methods=["fullgrad"])
+    with pytest.raises(ValueError, match=r"image_index must be an integer in \[0, 19\]"):
+        plot_randomisation_test(cascade, image_index=20)
+    other = randomisation_test(fitted, make_square_images(4, seed=5)[0], methods=["gradcam"])
+    with pytest.raises(ValueError, match="different images"):
+        plot_randomisation_test([cascade, other])
