@@ -232,6 +232,8 @@ def compute_heatmaps(
             if cam.outputs is not None:
                 _check_class_range(class_indices, cam.outputs.shape[-1], error)
             raise
+        except RuntimeError as error:  # torch's words for input the network cannot take
+            raise _input_error(module, images, error) from None
         finally:
             if handle is not None:
                 handle.remove()
@@ -243,6 +245,13 @@ def compute_heatmaps(
     np.nan_to_num(heatmaps, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     np.clip(heatmaps, 0.0, 1.0, out=heatmaps)
     return heatmaps, used
+
+
+def _input_error(module, images, error):
+    return ValueError(
+        f"{type(module).__name__} cannot take images of shape {images.shape[1:]} "
+        f"(channels, height, width): {error}. Pass images as the network was trained on them."
+    )
 
 
 def _make_cam(cam_class, module, target_layer, batch_size):
@@ -428,7 +437,10 @@ def faithfulness_scores(
             stop = min(start + batch_size, n_images)
             batch = torch.from_numpy(images[start:stop]).to(run_device)
             maps = heatmaps[start:stop]
-            logits = module(batch)
+            try:
+                logits = module(batch)
+            except RuntimeError as error:
+                raise _input_error(module, images, error) from None
             if class_indices is None:
                 classes = logits.argmax(dim=-1).cpu().numpy()
             else:

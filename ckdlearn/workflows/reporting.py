@@ -27,7 +27,8 @@ ATTRIBUTION = (
 
 #: The files a report folder receives (and the only ones ``force`` replaces).
 REPORT_FILES = (
-    "confusion_matrix.png", "reliability.png", "risk_coverage.png", "gradcam.png", "report.html"
+    "confusion_matrix.png", "reliability.png", "risk_coverage.png", "gradcam.png",
+    "sanity_check.png", "report.html",
 )
 
 
@@ -95,6 +96,8 @@ def evaluation_report(estimator, dataset, *, cv, title="ckdlearn evaluation", de
     _trust_section(report, result)
     progress("explaining out-of-fold predictions with Grad-CAM ...")
     _explanation_section(report, result, dataset, cases_per_class)
+    progress("checking the explanations against randomised networks ...")
+    _sanity_section(report, result, dataset)
     _leakage_section(report, result)
     report.add_section("Configuration and versions")
     report.add_json({"config": config or {}, "versions": library_versions()})
@@ -222,6 +225,35 @@ def _trust_section(report, result):
             "A scan's answer combines its slices (mean log-probability); uncertainty is the "
             "entropy of the probabilities. AUROC: how well the uncertainty tells wrong "
             "answers from right ones (0.5 is no better than chance)."
+        ),
+    )
+
+
+def _sanity_section(report, result, dataset, n_images=12, methods=("gradcam", "gradcam++")):
+    """Adebayo's cascading randomisation test on out-of-fold slices of one fold."""
+    if result.estimators is None:
+        return
+    from ..cam import randomisation_test
+    from ..plotting import plot_randomisation_test
+
+    report.add_section("Do the explanations depend on what the network learned?")
+    rows = result.indices[result.fold == 0]
+    rows = rows[np.linspace(0, len(rows) - 1, min(n_images, len(rows))).astype(int)]
+    test = randomisation_test(result.estimators[0], dataset.data[rows], methods=methods)
+    table = [
+        [method, *(float(np.mean(stage)) for stage in test.spearman[method])]
+        for method in methods
+    ]
+    report.add_table(table, header=["method", *(f"{stage} randomised" for stage in test.stages)])
+    report.add_figure(
+        plot_randomisation_test(test), "sanity_check",
+        caption=(
+            "Mean Spearman correlation between each method's map from the trained network "
+            "and from copies whose layers are re-initialised from the top down (Adebayo et "
+            "al., 2018), on held-out slices of the first fold. A map that depends on what "
+            "the network learned falls towards 0 at once; one that stays high shows the "
+            "image, not the model. On these CT slices Grad-CAM passes and Grad-CAM++ "
+            "does not (benchmarks/sanity_checks.py)."
         ),
     )
 
