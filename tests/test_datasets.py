@@ -248,19 +248,25 @@ def test_real_data_root_layouts(depth, tmp_path):
 
 @requires_shared_data
 def test_shipped_sample_matches_the_real_data():
-    sample = load_ct_kidney_sample()
+    sample = load_ct_kidney_sample(image_size=96)
     rereads = read_images(
-        [SHARED_ROOT / DATASET_NAME / name for name in sample.filenames], image_size=64
+        [SHARED_ROOT / DATASET_NAME / name for name in sample.filenames], image_size=96
     )
     np.testing.assert_array_equal(np.rint(rereads * 255), np.rint(sample.images * 255))
-    # The sample's series are whole series of the full data.
+    # Every series of the full data is in the sample, as a run of up to 10
+    # consecutive slices under one id.
     full = load_ct_kidney(SHARED_ROOT, image_size=16, verbose=False)
     position = {name: index for index, name in enumerate(full.filenames)}
-    full_groups = full.groups[[position[name] for name in sample.filenames]]
+    rows = np.array([position[name] for name in sample.filenames])
+    full_groups = full.groups[rows]
+    assert set(full_groups) == set(full.groups)
     for group in np.unique(full_groups):
         in_sample = sample.groups[full_groups == group]
         assert len(np.unique(in_sample)) == 1
-        assert np.sum(full.groups == group) == np.sum(full_groups == group)
+        run = np.flatnonzero(full.groups == group)
+        kept = rows[full_groups == group]
+        assert len(kept) == min(10, len(run))
+        assert np.array_equal(kept, run[np.searchsorted(run, kept[0]):][: len(kept)])
 
 
 # --- The shipped sample -------------------------------------------------------
@@ -269,7 +275,7 @@ def test_shipped_sample_matches_the_real_data():
 def test_sample_fields_and_sizes():
     sample = load_ct_kidney_sample()
     n_slices = len(sample.target)
-    assert 300 <= n_slices <= 450
+    assert n_slices == 711
     assert sample.images.shape == (n_slices, 64, 64)
     assert sample.data.shape == (n_slices, 64 * 64)
     assert sample.images.dtype == np.float32
@@ -300,7 +306,7 @@ def test_sample_has_whole_series_of_every_class():
 
 def test_sample_file_is_small_and_attributed():
     data = resources.files("ckdlearn.datasets") / "data"
-    assert (data / "ct_kidney_sample.npz").stat().st_size < 2 * 1024 * 1024
+    assert (data / "ct_kidney_sample.npz").stat().st_size < 4 * 1024 * 1024
     attribution = (data / "ATTRIBUTION.md").read_text(encoding="utf-8")
     for needed in ["CC BY 4.0", "Islam", "Scientific Reports", "11440", "Changes made"]:
         assert needed in attribution

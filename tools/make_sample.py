@@ -1,11 +1,11 @@
 """Rebuild the CT KIDNEY sample shipped in ckdlearn/datasets/data.
 
-The sample holds WHOLE scan series (as found by infer_scan_groups on the
-full development subset), at least ``--min-series`` per class, so grouped
-cross-validation on it is meaningful. Per class it takes the smallest
-series first: the minimum number of series, then more while the class
-stays within ``--budget`` slices. Slices are stored as uint8 at
-``--image-size`` pixels in a compressed .npz.
+The sample holds every scan series of the development subset (as found by
+infer_scan_groups), each cut to a run of at most ``--per-series``
+consecutive slices from its middle: many series of few slices each, so
+that grouped cross-validation on the sample trains on many scans, as
+the full data does, while the package stays a few MB. Slices are stored as
+uint8 at ``--image-size`` pixels in a compressed .npz.
 
 Usage (from the repository root)::
 
@@ -31,30 +31,23 @@ DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ct-kidney"
 DEFAULT_OUTPUT = REPO / "ckdlearn" / "datasets" / "data" / "ct_kidney_sample.npz"
 
 
-def select_series(target, groups, *, min_series, budget):
-    """Indices of the slices of the selected whole series, in loading order."""
+def select_slices(groups, *, per_series):
+    """Indices of at most ``per_series`` consecutive middle slices of each series."""
     chosen = []
-    for label in np.unique(target):
-        ids, sizes = np.unique(groups[target == label], return_counts=True)
-        # Smallest first; ties by id, i.e. by position in the dataset.
-        order = np.lexsort((ids, sizes))
-        taken, total = [], 0
-        for index in order:
-            if len(taken) >= min_series and total + sizes[index] > budget:
-                break
-            taken.append(ids[index])
-            total += sizes[index]
-        chosen += taken
-    return np.flatnonzero(np.isin(groups, chosen))
+    for group in np.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        start = max(0, (len(rows) - per_series) // 2)
+        chosen.extend(rows[start : start + per_series])
+    return np.sort(np.asarray(chosen))
 
 
-def build(root, *, image_size, min_series, budget):
+def build(root, *, image_size, per_series):
     dataset = load_ct_kidney(root, image_size=image_size, verbose=False)
     # One series must not hold two classes, or "whole series per class"
     # would be ill-defined.
     for group in np.unique(dataset.groups):
         assert len(np.unique(dataset.target[dataset.groups == group])) == 1
-    keep = select_series(dataset.target, dataset.groups, min_series=min_series, budget=budget)
+    keep = select_slices(dataset.groups, per_series=per_series)
     # Renumber series 0, 1, ... in order of first appearance.
     _, first, inverse = np.unique(dataset.groups[keep], return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
@@ -90,21 +83,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="CT KIDNEY DATASET folder")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument(
-        "--min-series", type=int, default=5, help="whole series per class, at least"
-    )
-    parser.add_argument(
-        "--budget", type=int, default=40, help="slices per class beyond the minimum series"
+        "--per-series", type=int, default=10, help="consecutive slices kept of each series, at most"
     )
     parser.add_argument(
         "--check", action="store_true", help="compare with --output instead of writing it"
     )
     args = parser.parse_args(argv)
 
-    arrays = build(
-        args.root, image_size=args.image_size, min_series=args.min_series, budget=args.budget
-    )
+    arrays = build(args.root, image_size=args.image_size, per_series=args.per_series)
     print(summary(arrays))
     if args.check:
         with np.load(args.output, allow_pickle=False) as shipped:

@@ -17,14 +17,15 @@ SAMPLE_FILE = "ct_kidney_sample.npz"
 def load_ct_kidney_sample(*, image_size=64, classes=None, return_X_y=False):
     """Load the small CT KIDNEY sample shipped with ckdlearn.
 
-    Whole scan series of the public CT KIDNEY DATASET (all four classes, at
-    least five series each) stored at 64 x 64 pixels: enough for grouped
-    cross-validation, demos and quick tests, with no download.
+    All 81 scan series of the public CT KIDNEY DATASET's development
+    subset, each as a run of at most 10 consecutive slices from its middle,
+    stored at 96 x 96 pixels: grouped cross-validation on it trains on
+    dozens of scans, with no download.
 
     =================   ======================================
     Classes             4 (Cyst, Normal, Stone, Tumor)
-    Samples total       see ``DESCR`` (a few hundred slices)
-    Series per class    at least 5, each complete
+    Samples total       711 (264 / 160 / 205 / 82)
+    Series per class    28 / 16 / 27 / 10
     Dimensionality      image_size * image_size
     Features            float32 greyscale intensities in [0, 1]
     =================   ======================================
@@ -33,8 +34,8 @@ def load_ct_kidney_sample(*, image_size=64, classes=None, return_X_y=False):
     ----------
     image_size : int, default=64
         Side of the square output images in pixels. The sample is stored at
-        64 px; other sizes are resized from it (bilinear, antialiased), so
-        larger sizes add no detail.
+        96 px; other sizes are resized from it (area-averaged when
+        shrinking), so larger sizes add no detail.
 
     classes : list of str, default=None
         Classes to load, e.g. ``["Cyst", "Tumor"]``; ``None`` loads all.
