@@ -83,8 +83,10 @@ def _check_inputs(y_true, y_proba, labels):
             f"y_true has {len(y_true)} samples but y_proba has {len(y_proba)}; "
             "pass the labels and probabilities of the same samples."
         )
-    if len(y_true) == 0:
-        raise ValueError("y_true and y_proba are empty; pass at least one sample.")
+    if len(y_true) == 0 or y_proba.size == 0:
+        raise ValueError(
+            f"y_true and y_proba must not be empty; got y_proba of shape {y_proba.shape}."
+        )
     if not np.isfinite(y_proba).all():
         raise ValueError(
             "y_proba contains NaN or infinity; probabilities must be finite. "

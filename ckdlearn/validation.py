@@ -228,18 +228,27 @@ def _as_real_array(X, name):
 
 
 def _check_finite(X, name, chunk=256):
-    """Refuse NaN and infinity, naming the first images that hold them."""
+    """Refuse NaN, infinity and values beyond float32, naming the first images that hold them."""
     if X.dtype.kind != "f":
         return
+    # Images are compared and learnt from as float32: larger values would
+    # turn into infinity there.
+    limit = np.finfo(np.float32).max
     for start in range(0, len(X), chunk):
-        finite = np.isfinite(X[start : start + chunk]).reshape(-1, math.prod(X.shape[1:]))
-        bad = start + np.flatnonzero(~finite.all(axis=1))
-        if len(bad):
-            raise ValueError(
-                f"{name} contains NaN or infinity (image index "
-                f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}). "
-                "Drop or repair these images first."
-            )
+        part = X[start : start + chunk].reshape(-1, math.prod(X.shape[1:]))
+        finite = np.isfinite(part).all(axis=1)
+        huge = np.zeros(len(part), dtype=bool)
+        if X.dtype.itemsize > 4:
+            with np.errstate(invalid="ignore"):
+                huge = finite & (np.abs(part).max(axis=1) > limit)
+        for bad, what in ((~finite, "NaN or infinity"), (huge, "values beyond the float32 range (3.4e+38)")):
+            bad = start + np.flatnonzero(bad)
+            if len(bad):
+                raise ValueError(
+                    f"{name} contains {what} (image index "
+                    f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}). "
+                    "Drop, repair or rescale these images first."
+                )
 
 
 def _match_fitted_shape(X, expected_shape, estimator_name):
@@ -292,8 +301,7 @@ def as_image_batch(X, image_shape=None, *, expected_shape=None, estimator_name="
     Raises
     ------
     TypeError, ValueError
-        As :func:`check_images`, and for float64 values beyond the float32
-        range.
+        As :func:`check_images`.
 
     Examples
     --------
@@ -307,14 +315,7 @@ def as_image_batch(X, image_shape=None, *, expected_shape=None, estimator_name="
     X = check_images(
         X, image_shape=image_shape, expected_shape=expected_shape, estimator_name=estimator_name
     )
-    with np.errstate(over="ignore"):
-        images = np.asarray(X, dtype=np.float32)
-    if X.dtype.kind == "f" and X.dtype.itemsize > 4 and not np.isfinite(images).all():
-        raise ValueError(
-            f"X holds values beyond the float32 range (largest magnitude "
-            f"{np.abs(X).max():.3g}; float32 holds up to 3.4e+38). "
-            f"{estimator_name} computes in float32: rescale the images."
-        )
+    images = np.asarray(X, dtype=np.float32)
     if X.dtype == np.uint8:
         images = images * np.float32(1 / 255)
     if not (images.flags.c_contiguous and images.flags.writeable):

@@ -64,6 +64,17 @@ def arrays(max_dims=5, max_side=6, dtypes=DTYPES):
     )
 
 
+def images(shapes, dtypes=DTYPES):
+    """Well-formed images (what a careful user passes), in [0, 1] or 0-255."""
+    def draw(dtype, shape):
+        kind = np.dtype(dtype).kind
+        elements = (st.floats(0, 1, width=np.dtype(dtype).itemsize * 8) if kind == "f"
+                    else st.booleans() if kind == "b" else st.integers(0, 255 if dtype != np.int8 else 127))
+        return hnp.arrays(dtype=dtype, shape=shape, elements=elements)
+
+    return st.tuples(st.sampled_from(dtypes), st.sampled_from(shapes)).flatmap(lambda pair: draw(*pair))
+
+
 def object_arrays():
     return hnp.arrays(
         dtype=object,
@@ -117,7 +128,9 @@ def fitted():
     return tiny().fit(X, np.repeat(["Cyst", "Stone", "Tumor"], 8))
 
 
-@given(X=st.one_of(arrays(), object_arrays()), scale=st.sampled_from([1, 255, 1e-3, -1]),
+@given(X=st.one_of(arrays(), object_arrays(),
+                   images([(1, 16), (3, 16), (5, 4, 4), (2, 1, 4, 4)], [np.float32, np.float64])),
+       scale=st.sampled_from([1, 1, 1, 255, 1e-3, -1]),
        groups=st.one_of(st.none(), st.lists(st.integers(0, 2), max_size=8)))
 def test_predict_explain_and_uncertainty(fitted, X, scale, groups):
     if X.dtype.kind in "iuf" and scale != 1:
@@ -127,7 +140,8 @@ def test_predict_explain_and_uncertainty(fitted, X, scale, groups):
                    fitted.transform_features):
         kind, value = outcome("predict", method, X)
         if kind == "result":
-            assert len(value) == X.shape[0] and np.isfinite(value).all()
+            assert len(value) == X.shape[0]
+            assert value.dtype.kind not in "fc" or np.isfinite(value).all()
     for method in ("entropy", "margin", "knn"):
         kind, value = outcome("predict", fitted.predict_uncertainty, X, method=method)
         if kind == "result":
@@ -161,7 +175,8 @@ def test_fit_parameters(params, with_groups):
 # --- explanations -------------------------------------------------------------------
 
 
-@given(images=arrays(max_dims=5), classes=st.one_of(st.none(), st.lists(st.integers(-2, 5))),
+@given(images=st.one_of(arrays(max_dims=5), images([(3, 1, 8, 8), (2, 1, 16, 16)])),
+       classes=st.one_of(st.none(), st.lists(st.integers(-2, 5))),
        method=st.sampled_from(["gradcam", "gradcam++", "eigencam", "layercam", "nope"]),
        metric=st.sampled_from(["confidence_drop", "decision_flip", "road", "cam_mult", "x"]),
        batch_size=st.sampled_from([1, 4, 0, -1]))
@@ -180,7 +195,8 @@ def test_heatmaps_and_faithfulness(images, classes, method, metric, batch_size):
 # --- audit, groups, evaluation, metrics ----------------------------------------------
 
 
-@given(X_train=arrays(max_dims=4), X_test=arrays(max_dims=4),
+@given(X_train=st.one_of(arrays(max_dims=4), images([(4, 16, 16), (5, 64), (3, 1, 8, 8)])),
+       X_test=st.one_of(arrays(max_dims=4), images([(4, 16, 16), (2, 64), (3, 1, 8, 8)])),
        params=st.fixed_dictionaries({}, optional={
            "near_threshold": st.sampled_from([-1, 0, 0.15, 2, 3, float("nan")]),
            "max_shift": st.sampled_from([-1, 0, 1, 2, True, 1.5]),
@@ -193,10 +209,15 @@ def test_audit(X_train, X_test, params):
     outcome("audit", audit_cv, X_train, cv=2, image_shape=image_shape, **params)
 
 
-@given(images=arrays(max_dims=4), names=st.lists(st.text(max_size=12), max_size=8),
-       change=st.sampled_from([-1.0, 0.0, 0.035, float("nan")]))
-def test_scan_groups(images, names, change):
-    kind, groups = outcome("groups", infer_scan_groups, images, names, change_threshold=change)
+@given(slices=st.one_of(arrays(max_dims=4), images([(4, 8, 8), (6, 16, 16), (3, 64)])),
+       data=st.data(), change=st.sampled_from([-1.0, 0.0, 0.035, 0.035, float("nan")]))
+def test_scan_groups(slices, data, change):
+    n = slices.shape[0] if slices.ndim else 0
+    names = data.draw(st.one_of(
+        st.lists(st.text(max_size=12), max_size=8),
+        st.just([f"Cyst/Cyst- ({k}).png" for k in range(n)]),
+    ))
+    kind, groups = outcome("groups", infer_scan_groups, slices, names, change_threshold=change)
     if kind == "result":
         assert len(groups) == len(names)
 
@@ -220,14 +241,21 @@ def test_evaluate(n, n_classes, n_groups, cv, bad):
             audit=n % 2 == 0)
 
 
-@given(y_proba=arrays(max_dims=3), data=st.data())
+def probabilities():
+    return st.integers(1, 8).flatmap(lambda n: hnp.arrays(
+        np.float64, (n, 3), elements=st.floats(0.01, 1))).map(lambda a: a / a.sum(1, keepdims=True))
+
+
+@given(y_proba=st.one_of(arrays(max_dims=3), probabilities()), data=st.data())
 def test_metrics(y_proba, data):
     n = y_proba.shape[0] if y_proba.ndim else 0
-    y_true = data.draw(labels(n))
-    uncertainty = data.draw(arrays(max_dims=2))
+    y_true = data.draw(st.one_of(labels(n), st.lists(st.sampled_from([0, 1, 2]), min_size=n,
+                                                      max_size=n)))
+    uncertainty = data.draw(st.one_of(arrays(max_dims=2), hnp.arrays(np.float64, n)))
     for metric in (expected_calibration_error, reliability_curve):
         outcome("metrics", metric, y_true, y_proba)
-    outcome("metrics", aggregate_series, y_proba, y_true)
+    outcome("metrics", aggregate_series, y_proba, y_true, method=data.draw(
+        st.sampled_from(["mean_log", "mean", "vote", "median"])))
     outcome("metrics", risk_coverage_curve, y_true, y_true, uncertainty)
     outcome("metrics", accuracy_at_coverage, y_true, y_true, uncertainty, coverage=0.5)
 
