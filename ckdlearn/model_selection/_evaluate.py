@@ -166,6 +166,12 @@ class EvaluationResult(Bunch):
                 }
                 for report in self.leakage
             ],
+            "selective": None if self.selective is None else _selective_summary(self.selective),
+            "series": None if self.series is None else {
+                "n_series": len(self.series.ids),
+                **self.series.scores,
+                "selective": _selective_summary(self.series.selective),
+            },
         }
 
     def __repr__(self):
@@ -210,6 +216,10 @@ class EvaluationResult(Bunch):
                 "per fold: " + ", ".join(f"{fraction:.1%}" for fraction in leaked)
             )
         return "\n".join(lines)
+
+
+def _selective_summary(curve):
+    return {name: float(curve[name]) for name in ("auroc", "aurc", "accuracy_at_80")}
 
 
 def _macro_roc_auc_ovr(y_true, y_proba, classes):
