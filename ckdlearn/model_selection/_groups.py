@@ -119,77 +119,16 @@ def infer_scan_groups(
 
     Notes
     -----
-    The cuts (steps 1-2) measure the distance between two slices as the
-    mean absolute difference of their ``thumbnail_size`` x
-    ``thumbnail_size`` area-averaged thumbnails, on the [0, 1] intensity
-    scale. Thumbnails ignore noise and JPEG artefacts yet keep the anatomy.
-
-    The decision combines the two signals the data offers:
-
-    1. **Numbering.** Slices are split into numbered sequences (same folder,
-       same text around the number) and sorted by number. Files without a
-       number form one sequence per folder, in name order, treated as
-       consecutive.
-    2. **Cuts between neighbours.** Walking each sequence, a new series
-       starts between two neighbours when their distance exceeds
-       ``change_threshold`` (numbers consecutive: only an abrupt change
-       marks a new series) or ``gap_change_threshold`` (numbers missing
-       between them: files deleted inside one series leave the neighbours
-       alike, a jump to another series does not). So the image decides at
-       numbering gaps and the numbering sets how much change is needed.
-    3. **Near-duplicate merge.** Series that hold a pair of slices
-       :func:`~ckdlearn.model_selection.audit_leakage` flags (exact
-       duplicates, or near duplicates: normalised thumbnails within
-       ``near_threshold``, over shifts of up to ``max_shift`` pixels) are
-       merged (connected components), even across sequences and folders:
-       the same anatomy exported under other numbers must not straddle a
-       split. The pairs come from the audit's own search, run once within
-       all slices and in both directions (whichever slice would be the
-       test one). Every pair's distance is computed from its two
-       thumbnails alone, in float64, so the audit of any fold finds the
-       same distance. So the groups never leak by the audit's definition:
-       :func:`~ckdlearn.model_selection.audit_cv` with these groups, any
-       splitter that keeps groups whole and the same ``near_threshold``,
-       ``max_shift`` and ``thumbnail_size`` finds no duplicates across
-       any fold.
-
-    The cut thresholds were read off the public CT KIDNEY DATASET (the
-    3,879-slice development subset, distances at 16 x 16):
-
-    - consecutively numbered slices of one series differ by a median of
-      0.002 and at most 0.0095, except three same-patient changes (a
-      skipped stretch of slices, a contrast change) of 0.020-0.031;
-    - consecutively numbered slices of different series (another view,
-      contrast phase or patient) differ by 0.037 or more, hence
-      ``change_threshold=0.035``;
-    - across numbering gaps, slices of one series (deleted files) differ by
-      at most 0.007 and slices of different series by 0.031 or more, hence
-      ``gap_change_threshold=0.015``.
-
-    The near-duplicate criterion and its threshold are the audit's (see
-    the Notes of :func:`~ckdlearn.model_selection.audit_leakage`).
-
-    With these defaults the function finds 81 series: 28 Cyst, 16 Normal,
-    27 Stone and 10 Tumor, of 1 to 222 slices (median 23). Steps 1-2 alone
-    find 88; step 3 joins seven of them to series holding near duplicates
-    far away in the numbering (five Stone and two Tumor merges, e.g.
-    Stone 34-63 and Stone 242, or Stone 290-320 and Stone 463-500, whose
-    closest slices lie 0.107 apart). At 64 pixels the audit's criterion
-    flags 27,094 pairs of slices (none exact), 276 of them between
-    different series of steps 1-2 and none between classes; ``audit_cv``
-    then reports no leaked test image in any fold of
-    ``StratifiedGroupKFold(5)``. The result is identical (same ids) for
-    images of 16 to 128 pixels loaded by
-    :func:`ckdlearn.datasets.load_ct_kidney` (measured at 16, 24, 32, 48,
-    64, 80, 100 and 128), which area-averages when shrinking; below 16
-    pixels the images themselves are compared, and at 8 and 12 pixels one
-    more pair of Stone series is merged (80 series). Its speed is measured
-    in ``benchmarks/bench_loading.py``: most pairs are ruled out before the
-    shifts are compared.
-
-    The ids approximate scan series, not patients: the dataset has no
-    patient ids, and two series of one patient that are not
-    near duplicates (e.g. two contrast phases) get two ids.
+    Slices are split into numbered sequences (same folder, same text around
+    the number), cut where neighbours differ by more than
+    ``change_threshold`` (``gap_change_threshold`` across missing numbers)
+    on ``thumbnail_size`` block means, and series that hold a pair of
+    slices :func:`~ckdlearn.model_selection.audit_leakage` flags are merged,
+    so the groups never leak by the audit's definition. On the 3,879
+    slices of the CT KIDNEY DATASET's development subset this gives 81
+    series (28 Cyst, 16 Normal, 27 Stone, 10 Tumor) at every image size
+    from 16 to 128 px. How the thresholds were read off the data, and what
+    the ids can and cannot mean: :ref:`scan_series`.
 
     Examples
     --------

@@ -316,32 +316,15 @@ def audit_leakage(
 
     Notes
     -----
-    *Exact duplicates* are images whose bytes are equal after casting to
-    float32 (and turning -0.0 into 0.0): each image is hashed and matching
-    hashes are confirmed pixel by pixel.
-
-    *Near duplicates* are found on 16x16 area-averaged thumbnails, each
-    shifted to zero mean and scaled to unit norm, which removes brightness
-    and contrast changes, averages away pixel noise and makes the test
-    independent of the value range. The distance between a training and a
-    test image is the smallest over shifts of the test image by up to
-    ``max_shift`` pixels (edges replicated), because a 1-pixel offset
-    moves sharp body outlines across thumbnail blocks. Candidate pairs are
-    screened with matrix products in blocks, never at full resolution, and
-    each candidate's distance is then computed in float64 from its two
-    thumbnails alone, so a pair has the same distance in every fold and
-    on every CPU (``benchmarks/bench_audit.py`` measures the speed). Images
-    without contrast (constant images) are matched only as exact
-    duplicates. Pairs found as exact are not repeated as near.
-
-    The default threshold of 0.15 was chosen on the 3,879 slices of the
-    CT KIDNEY dataset (at 64 and 128 px). Adjacent slices of one series lie
-    at distances 0.03 (median) to 0.09 (99th percentile); copies with
-    Gaussian noise of standard deviation 0.05, a 1-pixel shift or a
-    brightness change stay below 0.13; while no slice is closer than 0.22
-    to any slice of a different class (and so of a different series). The
-    threshold sits in that gap. Random noise images carry little structure
-    at thumbnail scale, so noisy copies of *them* are harder to match.
+    *Exact duplicates* have equal bytes after casting to float32 (-0.0 made
+    0.0); *near duplicates* have zero-mean, unit-norm 16x16 block-mean
+    thumbnails within ``near_threshold`` of each other after shifting the
+    test image by up to ``max_shift`` pixels, which removes brightness,
+    contrast and pixel noise. Each candidate pair's distance is computed in
+    float64 from its two thumbnails alone, so a pair has the same distance
+    in every fold and on every CPU. Constant images match only exactly;
+    exact pairs are not repeated as near. How the default threshold was
+    chosen: :ref:`scan_series`.
 
     Examples
     --------
