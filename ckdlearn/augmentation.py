@@ -40,12 +40,21 @@ class CTAugment:
         whose intensities lie in [0, 1].
     noise : float, default=0.04
         Standard deviation of added Gaussian noise.
+    crop : float or None, default=2/3
+        Train on a random window of this share of each side (2/3: a 64 px
+        window of a 96 px slice), in the same resampling as the other
+        geometric changes; its centre moves up to half the free margin from
+        the slice's. Objects keep their size, so a network trained on
+        windows predicts on whole slices (ckdlearn's are fully
+        convolutional). None or 1 keeps the whole slice.
 
     Notes
     -----
     The default ranges generalised best to unseen scan series among those
     measured (``benchmarks/ACCURACY.md``); half of them fitted the
-    training series better and new ones worse.
+    training series better and new ones worse. Training on windows of
+    larger slices sees the resolution of the slice at the cost of the
+    window, and varies which part of the body the network relies on.
 
     Random numbers come from torch's global generator, which
     :class:`~ckdlearn.CKDNetClassifier` seeds from its ``random_state``,
@@ -63,7 +72,9 @@ class CTAugment:
     >>> batch = torch.rand(8, 1, 32, 32)
     >>> out = CTAugment()(batch)
     >>> out.shape, out.dtype
-    (torch.Size([8, 1, 32, 32]), torch.float32)
+    (torch.Size([8, 1, 21, 21]), torch.float32)
+    >>> CTAugment(crop=None)(batch).shape
+    torch.Size([8, 1, 32, 32])
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class CTAugment:
         brightness=0.1,
         gamma=0.4,
         noise=0.04,
+        crop=2 / 3,
     ):
         self.rotation = rotation
         self.translation = translation
@@ -85,6 +97,7 @@ class CTAugment:
         self.brightness = brightness
         self.gamma = gamma
         self.noise = noise
+        self.crop = crop
 
     def __repr__(self):
         params = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
@@ -112,13 +125,26 @@ class CTAugment:
         zoom = self._uniform(n, *self.scale, images)
         shift_x = self._uniform(n, -self.translation, self.translation, images) * 2
         shift_y = self._uniform(n, -self.translation, self.translation, images) * 2
+        out_height, out_width = (
+            max(2, round(side * self.crop)) if self.crop and side >= 4 else side
+            for side in (height, width)
+        )
+        # The window's share of each side; its centre moves up to half the
+        # free margin (in [-1, 1] coordinates the margin is 1 - share).
+        sy, sx = out_height / height, out_width / width
+        if (sy, sx) != (1, 1):
+            shift_x = shift_x + self._uniform(n, -0.5, 0.5, images) * (1 - sx)
+            shift_y = shift_y + self._uniform(n, -0.5, 0.5, images) * (1 - sy)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         # affine_grid maps output to input coordinates in [-1, 1]; dividing by
         # the zoom enlarges the content when zoom > 1.
         theta = torch.stack(
-            [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
+            [torch.stack([cos * sx, -sin * sy, shift_x], 1),
+             torch.stack([sin * sx, cos * sy, shift_y], 1)], 1
         )
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        grid = F.affine_grid(
+            theta, [n, images.shape[1], out_height, out_width], align_corners=False
+        )
         # Background of a CT slice is air, the darkest value: pad with each
         # image's minimum rather than zero, which may be bright for
         # standardised inputs.

@@ -30,6 +30,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch.optim.lr_scheduler import CosineAnnealingLR
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from .augmentation import CTAugment
@@ -687,9 +688,24 @@ class CKDNetClassifier(NeuralNetClassifier):
         try:
             with self._random_state_context():
                 skorch_fit(X, y, **fit_params)
+                self._refresh_batch_norm(X)
         except _Interrupted as interruption:
             raise KeyboardInterrupt(str(interruption)) from None
         return self
+
+    def _refresh_batch_norm(self, X):
+        """BatchNorm statistics of the final weights, on the whole training images.
+
+        During training the running statistics trail weights that keep
+        changing, and describe augmented windows rather than the whole,
+        plain slices predicted on; one pass over the training images with
+        the final weights (``torch.optim.swa_utils.update_bn``) replaces
+        them with those the network will meet (networks without BatchNorm
+        are left alone).
+        """
+        batches = self.get_iterator(self.get_dataset(X), training=False)
+        with torch.no_grad():
+            update_bn((to_tensor(Xb, device=self.device) for Xb, _ in batches), self.module_)
 
     def _validate_parameters(self):
         validate_parameter_constraints(

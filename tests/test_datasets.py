@@ -194,8 +194,10 @@ def test_real_data_load_is_deterministic(real32):
 
 
 @requires_shared_data
-def test_real_data_at_128_pixels():
+def test_real_data_at_the_default_size_and_at_128_pixels():
     stone = load_ct_kidney(SHARED_ROOT, classes=["Stone"], verbose=False)
+    assert stone.images.shape == (476, 96, 96)
+    stone = load_ct_kidney(SHARED_ROOT, classes=["Stone"], image_size=128, verbose=False)
     assert stone.images.shape == (476, 128, 128)
     assert stone.data.shape == (476, 128 * 128)
     assert stone.target_names.tolist() == ["Stone"]

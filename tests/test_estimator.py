@@ -388,16 +388,32 @@ def test_augmentation_runs_in_training_only(blob_data):
     assert augment.calls == 6
 
 
+def test_ct_augment_crops_a_window_by_default():
+    torch.manual_seed(0)
+    batch = torch.rand(6, 1, 96, 96)
+    assert CTAugment()(batch).shape == (6, 1, 64, 64)
+    assert CTAugment(crop=0.5)(batch).shape == (6, 1, 48, 48)
+    # No window of a window: one-row tabular "images" and tiny ones stay whole.
+    assert CTAugment()(torch.rand(2, 1, 1, 10)).shape == (2, 1, 1, 10)
+    # Without rotation or zoom, a half window lies within the middle three
+    # quarters of the slice (its centre moves up to half the free margin).
+    still = CTAugment(rotation=0, translation=0, scale=(1, 1), hflip=0, contrast=0,
+                      brightness=0, gamma=0, noise=0, crop=0.5)
+    ramp = torch.arange(96.0).repeat(96, 1)[None, None] / 96
+    out = still(ramp)
+    assert float(out.min()) >= 0.12 and float(out.max()) <= 0.88
+
+
 def test_ct_augment_changes_images_but_keeps_shape_and_range():
     torch.manual_seed(0)
     batch = torch.rand(6, 1, 32, 32)
-    out = CTAugment()(batch)
+    out = CTAugment(crop=None)(batch)
     assert out.shape == batch.shape
     assert not torch.allclose(out, batch)
     assert torch.isfinite(out).all()
     assert float(out.mean()) == pytest.approx(float(batch.mean()), abs=0.15)
     assert torch.equal(CTAugment(rotation=0, translation=0, scale=(1, 1), hflip=0,
-                                 contrast=0, brightness=0, gamma=0, noise=0)(batch), batch)
+                                 contrast=0, brightness=0, gamma=0, noise=0, crop=None)(batch), batch)
 
 
 def test_ct_augment_leaves_one_row_images_geometry_alone():

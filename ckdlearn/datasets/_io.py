@@ -62,7 +62,7 @@ def looks_like_dicom(path):
 
 def read_images(
     paths,
-    image_size=128,
+    image_size=96,
     *,
     window_level=DEFAULT_WINDOW_LEVEL,
     window_width=DEFAULT_WINDOW_WIDTH,
@@ -85,7 +85,7 @@ def read_images(
         floating-point TIFFs are taken as they are in [0, 1], divided by
         255 in [0, 255], and refused otherwise.
 
-    image_size : int, default=128
+    image_size : int, default=96
         Side of the square output images in pixels. Images are shrunk by
         area averaging and enlarged bilinearly; non-square images are
         stretched.
