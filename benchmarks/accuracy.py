@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from imblearn.over_sampling import SMOTE
-from imblearn.pipeline import make_pipeline
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -32,8 +31,11 @@ from ckdlearn import CKDNetClassifier
 from ckdlearn.augmentation import CTAugment
 from ckdlearn.cam import compute_heatmaps, faithfulness_scores
 from ckdlearn.datasets import load_ct_kidney
-from ckdlearn.metrics import expected_calibration_error
+from ckdlearn.estimator import UNCERTAINTY_METHODS
+from ckdlearn.metrics import accuracy_at_coverage, expected_calibration_error, risk_coverage_curve
 from ckdlearn.model_selection import evaluate
+from ckdlearn.pipeline import final_step_input
+from ckdlearn.pipeline import make_pipeline as ckdlearn_pipeline
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "ct-kidney"
@@ -168,17 +170,52 @@ def build(args):
         params["optimizer__weight_decay"] = args.weight_decay
     if args.method == "class-weight":
         params["class_weight"] = "balanced"
+    if args.pool is not None:
+        params["module__pool"] = args.pool
+    if args.crop is not None:
+        params["augment"] = CTAugment(crop=args.crop or None)
+    if args.validation is not None:
+        params["validation"] = args.validation
     classifier = CKDNetClassifier(**params)
     if args.method == "smote":
-        return make_pipeline(SMOTE(random_state=args.seed), classifier)
+        # ckdlearn's pipeline: validation series (if any) are held out before SMOTE.
+        return ckdlearn_pipeline(SMOTE(random_state=args.seed), classifier)
     return classifier
+
+
+def uncertainty_figures(result, X, y, groups):
+    """AUROC for wrong predictions and accuracy at 80% coverage, per uncertainty score."""
+    figures = {}
+    for method in UNCERTAINTY_METHODS:
+        slices, series_true, series_pred, series_unsure = [], [], [], []
+        for (_, test), fitted in zip(result.splits, result.estimators):
+            final, Xt = final_step_input(fitted, X[test])
+            slices.append(final.predict_uncertainty(Xt, method=method))
+            answer = final.predict_series(Xt, groups[test], uncertainty=method)
+            series_true += [y[test][groups[test] == g][0] for g in answer.series]
+            series_pred.append(answer.label)
+            series_unsure.append(answer.uncertainty)
+        unsure = np.concatenate(slices)
+        figures[method] = {
+            "slices": {"auroc_wrong": risk_coverage_curve(result.y_true, result.y_pred, unsure).auroc,
+                       "accuracy_at_80": accuracy_at_coverage(result.y_true, result.y_pred, unsure)},
+            "series": {
+                "auroc_wrong": risk_coverage_curve(series_true, np.concatenate(series_pred),
+                                                   np.concatenate(series_unsure)).auroc,
+                "accuracy_at_80": accuracy_at_coverage(series_true, np.concatenate(series_pred),
+                                                       np.concatenate(series_unsure)),
+            },
+        }
+    print("uncertainty:", json.dumps(figures, indent=1), flush=True)
+    return figures
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="label of this configuration")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="default: load_ct_kidney's (the default recipe's) size")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--method", choices=["smote", "class-weight", "none"], default="smote")
     parser.add_argument("--max-epochs", dest="max_epochs", type=int, default=None)
@@ -201,20 +238,30 @@ def main(argv=None):
                         help="also score the mean of predictions on each slice and its mirror")
     parser.add_argument("--faithfulness", action="store_true",
                         help="also score Grad-CAM's deletion faithfulness on every fold")
+    parser.add_argument("--pool", choices=["avgmax", "avg", "max"], default=None)
+    parser.add_argument("--crop", type=float, default=None,
+                        help="CTAugment(crop=...): share of each side trained on; 0 for none")
+    parser.add_argument("--validation", type=float, default=None,
+                        help="CKDNetClassifier(validation=...): share of series held out in fit")
+    parser.add_argument("--trust", action="store_true",
+                        help="also score each uncertainty method (slices and scan series)")
     parser.add_argument("--record", action="store_true", help="append a row to ACCURACY.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
-    data = load_ct_kidney(args.data, image_size=args.image_size)
+    data = load_ct_kidney(args.data, **({} if args.image_size is None else {"image_size": args.image_size}))
+    args.image_size = data.images.shape[-1]
     y = np.asarray(data.target_names)[data.target]
     estimator = build(args)
     cv = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed)
-    keep = args.tta or args.faithfulness
+    keep = args.tta or args.faithfulness or args.trust
     result = evaluate(estimator, data.data, y, groups=data.groups, cv=cv, audit=True,
                       return_estimator=keep)
     print(result, flush=True)
     extra = extra_figures(result, data.data, y, args) if keep else {}
+    if args.trust:
+        extra["uncertainty"] = uncertainty_figures(result, data.data, y, np.asarray(data.groups))
     seconds = time.perf_counter() - started
     print(f"wall time {seconds:.0f} s")
 
