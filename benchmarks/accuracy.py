@@ -257,7 +257,7 @@ def main(argv=None):
     cv = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed)
     keep = args.tta or args.faithfulness or args.trust
     result = evaluate(estimator, data.data, y, groups=data.groups, cv=cv, audit=True,
-                      return_estimator=keep)
+                      return_estimator=keep, verbose=2)
     print(result, flush=True)
     extra = extra_figures(result, data.data, y, args) if keep else {}
     if args.trust:

@@ -240,6 +240,14 @@ def test_return_estimator_gives_fitted_clones(data):
     assert not hasattr(pipeline[-1], "coef_"), "the estimator passed in stays unfitted"
 
 
+def test_verbose_reports_each_fold(data, capsys):
+    X, y, groups = data
+    evaluate(smote_pipeline(), X, y, groups=groups, cv=3, audit=False)
+    assert capsys.readouterr().out == ""
+    evaluate(smote_pipeline(), X, y, groups=groups, cv=3, audit=False, verbose=2)
+    assert capsys.readouterr().out.count("total time") == 3
+
+
 def test_extra_scoring(data):
     X, y, groups = data
     result = evaluate(

@@ -405,6 +405,7 @@ def _audit(X, splits, image_shape, audit_params):
         "audit_params": [dict, None],
         "n_bins": [IntegerInterval(1, None, closed="left")],
         "uncertainty": [StrOptions({"entropy", "margin", "knn"})],
+        "verbose": ["verbose"],
     },
     prefer_skip_nested_validation=False,
 )
@@ -423,6 +424,7 @@ def evaluate(
     audit_params=None,
     n_bins=15,
     uncertainty="entropy",
+    verbose=0,
 ):
     """Cross-validate a classifier on CT slices, scan series kept whole.
 
@@ -487,6 +489,9 @@ def evaluate(
         :meth:`ckdlearn.CKDNetClassifier.predict_uncertainty`), for the
         selective-prediction summary; ``"knn"`` needs a classifier that
         has ``predict_uncertainty``.
+    verbose : int, default=0
+        Passed to :func:`~sklearn.model_selection.cross_validate`: 2 or
+        more prints a line as each fold ends, with its time.
 
     Returns
     -------
@@ -582,7 +587,7 @@ def evaluate(
     takes_groups = groups is not None and "groups" in inspect.signature(estimator.fit).parameters
     extras = cross_validate(
         estimator, X, y, cv=splits, scoring=scoring or None, n_jobs=n_jobs,
-        return_estimator=True, error_score="raise",
+        return_estimator=True, error_score="raise", verbose=verbose,
         params={"groups": groups} if takes_groups else None,
     )
     if not scoring:
