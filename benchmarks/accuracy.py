@@ -44,7 +44,7 @@ DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "ct-kidney"
 def mild_augment():
     """CTAugment with its first defaults: half today's ranges."""
     return CTAugment(rotation=10.0, translation=0.06, scale=(0.9, 1.1),
-                     contrast=0.2, brightness=0.05, gamma=0.2, noise=0.02)
+                     contrast=0.2, brightness=0.05, gamma=0.2, noise=0.02, crop=None)
 
 
 def faithfulness_summary(model, X, y, random_state=0):

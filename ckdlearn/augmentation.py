@@ -51,7 +51,7 @@ class CTAugment:
     Notes
     -----
     The default ranges generalised best to unseen scan series among those
-    measured (``benchmarks/ACCURACY.md``); half of them fitted the
+    measured (:ref:`accuracy`); half of them fitted the
     training series better and new ones worse. Training on windows of
     larger slices sees the resolution of the slice at the cost of the
     window, and varies which part of the body the network relies on.

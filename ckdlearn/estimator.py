@@ -241,7 +241,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         unseen ones it cut the calibration error from 0.29 to 0.08 at the
         same macro-F1 within noise, but it also made Grad-CAM maps less
         faithful (removing what they mark changed 59% of decisions instead
-        of 78%), so it is off by default (``benchmarks/ACCURACY.md``).
+        of 78%), so it is off by default (:ref:`accuracy`).
     mixup : float, default=0.0
         Mixup (Zhang et al., 2018): each training batch, after
         augmentation, is blended with a shuffled copy of itself with a

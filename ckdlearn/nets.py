@@ -107,8 +107,11 @@ class CKDNet(nn.Module):
         Global pooling of the last feature maps: their mean, their maximum,
         or both side by side. The maximum keeps a small finding (a stone is
         a few pixels) that the mean over the whole slice dilutes; with both,
-        macro-F1 on unseen scan series rose in every fold
-        (``benchmarks/ACCURACY.md``).
+        macro-F1 on unseen scan series rose in every fold (see
+        :ref:`accuracy`). Grad-CAM is exact (it equals CAM) for ``"avg"``;
+        with the maximum, deletion scores still rank its maps well above
+        random ones, but ``cam_mult`` (image times map) dims the finding
+        the maximum reads and can rank them below.
 
     Attributes
     ----------

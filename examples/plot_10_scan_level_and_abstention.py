@@ -15,9 +15,9 @@ seen. This example
 * scores how unsure each answer is and draws what declining the least
   certain ones buys (:func:`~ckdlearn.metrics.risk_coverage_curve`).
 
-It runs on the small sample shipped with ckdlearn (24 scan series at
-64 px), so every number below comes from a handful of unseen scans and
-moves by tenths between seeds; ``benchmarks/trust.py`` measures the same
+It runs on the small sample shipped with ckdlearn (at most 10 slices of
+each of 81 scan series, at 64 px), so every number below comes from a few
+dozen unseen scans and moves by tenths between seeds; ``benchmarks/trust.py`` measures the same
 on all 81 series of the full dataset.
 
 .. rst-class:: attribution
