@@ -118,7 +118,7 @@ for name, estimator in candidates.items():
 #
 # Accuracy hides what happens to the rare classes. The pooled recall of each
 # class shows it: without a remedy, a network tends to favour the classes it
-saw most (here *Cyst*) and to miss the rarest (*Tumor*).
+# saw most (here *Cyst*) and to miss the rarest (*Tumor*).
 classes = results["no remedy"].classes
 width = 0.26
 fig, ax = plt.subplots(figsize=(7, 3.6))
