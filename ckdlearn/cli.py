@@ -12,8 +12,10 @@ Ctrl-C exits 130. Nothing heavy is imported before a command runs, so
 
 import argparse
 import csv
+import difflib
 import io
 import json
+import re
 import signal
 import sys
 import threading
@@ -217,12 +219,25 @@ class _ChoicesOf(list):
         return list.__iter__(self._load())
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that suggests the closest command for a typo."""
+
+    def error(self, message):
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match.group(2))
+            close = difflib.get_close_matches(match.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        super().error(message)
+
+
 def build_parser():
     """The argument parser of the ``ckdlearn`` command."""
     from . import __version__
     from .workflows.pipeline import METHODS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ckdlearn", description="Explainable CNN classification of kidney CT slices. "
         "Run 'ckdlearn COMMAND --help' for a command's options.",
     )

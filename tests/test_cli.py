@@ -471,6 +471,7 @@ def test_help_version_and_typos_do_not_load_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "invalid choice: 'trian'" in done.stderr
+    assert "did you mean 'train'?" in done.stderr
 
 
 def test_stdout_holds_results_and_progress_goes_to_stderr(dataset_dir, tmp_path, capsys):
