@@ -141,3 +141,27 @@ def test_training_progress_goes_to_stderr(terminal, monkeypatch, capsys, blob_da
     else:
         assert "fold 1: epoch 1: train loss" in err and "fold 1: epoch 2:" in err
         assert "\x1b[" not in err and "\r" not in err
+
+
+def test_ckdlearn_train_fits_the_default_recipe():
+    # One default recipe: `ckdlearn train DATA` and load_ct_kidney(path) +
+    # make_pipeline(SMOTE(), CKDNetClassifier()) train the same thing.
+    import inspect
+
+    from ckdlearn import CKDNetClassifier
+    from ckdlearn.cli import build_parser
+    from ckdlearn.datasets import load_ct_kidney
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "m.ckdl"])
+    assert args.image_size == inspect.signature(load_ct_kidney).parameters["image_size"].default
+    built = workflows.build_pipeline(args.method, max_epochs=args.epochs, lr=args.lr,
+                                     batch_size=args.batch_size, width=args.width)
+    assert [name for name, _ in built.steps] == ["smote", "ckdnetclassifier"]
+    assert built[0].get_params() == {**built[0].get_params(), "k_neighbors": 5, "sampling_strategy": "auto"}
+    ignore = {"random_state", "callbacks", "verbose"}
+    trained = {k: v for k, v in built[-1].get_params(deep=False).items() if k not in ignore}
+    from ckdlearn.nets import CKDNet
+
+    assert trained.pop("module__width") == inspect.signature(CKDNet).parameters["width"].default
+    default = {k: v for k, v in CKDNetClassifier().get_params(deep=False).items() if k not in ignore}
+    assert {k: repr(v) for k, v in trained.items()} == {k: repr(v) for k, v in default.items()}
