@@ -132,8 +132,12 @@ plot_confusion_matrix(y[test], y_pred, labels=dataset.target_names)
 # %%
 # Do not expect high numbers here. The test slices come from scan series
 # the network has never seen, often of another patient, position or
-# contrast phase, and the network learned from under twenty series for a
-# few epochs. This is the honest
+# contrast phase, and the network learned from about 60 series of at most
+# 10 slices each, for a few epochs. What a result means: always answering
+# the most frequent class would score a balanced accuracy of 0.25 (one
+# class of four recalled), so 0.5 is a model that learned something; the
+# default recipe trained on all 3,879 slices reaches macro-F1 0.60 on
+# unseen series (:ref:`accuracy`). This is the honest
 # measurement the seed paper's 100% lacked (see
 # :ref:`sphx_glr_auto_examples_plot_06_leakage_audit.py` and
 # :ref:`evaluation` in the user guide).

@@ -44,6 +44,13 @@ clf.fit(X[train], y[train])
 print(f"held-out accuracy: {clf.score(X[test], y[test]):.2f}")
 
 # %%
+# The test slices come from scan series the network never saw, after eight
+# epochs on about 60 small series: an accuracy near 0.6 (against about 0.37
+# for always answering the most frequent class) is what to expect here.
+# The maps below explain this network, right or wrong: what they compare
+# is the methods, on one network.
+
+# %%
 # One test slice per class
 # ------------------------
 #
