@@ -225,7 +225,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if match:
-            choices = re.findall(r"'([^']*)'", match.group(2))
+            # Choices are quoted up to Python 3.12, bare from 3.12.8 and 3.13.
+            choices = [choice.strip().strip("'") for choice in match.group(2).split(",")]
             close = difflib.get_close_matches(match.group(1), choices, n=1)
             if close:
                 message += f"; did you mean '{close[0]}'?"

@@ -474,6 +474,15 @@ def test_help_version_and_typos_do_not_load_torch():
     assert "did you mean 'train'?" in done.stderr
 
 
+@pytest.mark.parametrize("listed", ["'demo', 'train'", "demo, train"])  # Python < / >= 3.12.8
+def test_typo_suggestion_reads_either_choice_format(listed, capsys):
+    from ckdlearn.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().error(f"argument COMMAND: invalid choice: 'trian' (choose from {listed})")
+    assert "did you mean 'train'?" in capsys.readouterr().err
+
+
 def test_stdout_holds_results_and_progress_goes_to_stderr(dataset_dir, tmp_path, capsys):
     path = tmp_path / "m.ckdl"
     status, out, err = run(["train", dataset_dir, "--out", path, "--image-size", 32,
