@@ -691,17 +691,13 @@ def test_cascading_randomisation_changes_gradcam(fitted, cascade, stone_rows):
     np.testing.assert_array_equal(fitted.classes_[cascade.classes], fitted.predict(stone_rows[0]))
     # A trained map correlates perfectly with itself; randomised, Grad-CAM's
     # maps keep little of their ranking at any stage ...
-    # One random draw of an 8-channel head can happen to resemble the
-    # trained one, so the claim is about four draws on average.
-    draws = [cascade] + [randomisation_test(fitted, stone_rows[0], methods="gradcam", random_state=seed)
-                         for seed in (1, 2, 3)]
-    assert np.all(np.mean([d.spearman["gradcam"].mean(axis=1) for d in draws], axis=0) < 0.5)
-    assert np.all(np.mean([d.ssim["gradcam"].mean(axis=1) for d in draws], axis=0) < 0.5)
+    gradcam = cascade.spearman["gradcam"]
+    assert np.all(gradcam.mean(axis=1) < 0.5)
+    assert np.all(cascade.ssim["gradcam"].mean(axis=1) < 0.5)
     # ... and no longer point at the square.
     trained_energy = heatmap_energy_in_mask(cascade.trained_heatmaps["gradcam"], masks).mean()
-    stage_energy = np.mean([[heatmap_energy_in_mask(stage_maps, masks).mean()
-                             for stage_maps in d.heatmaps["gradcam"]] for d in draws], axis=0)
-    assert np.all(stage_energy < 0.7 * trained_energy)
+    for stage_maps in cascade.heatmaps["gradcam"]:
+        assert heatmap_energy_in_mask(stage_maps, masks).mean() < 0.7 * trained_energy
 
 
 def test_eigencam_ignores_the_head(cascade):
