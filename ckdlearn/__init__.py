@@ -5,7 +5,8 @@ The public names:
 * :class:`CKDNetClassifier`, the scikit-learn classifier;
 * :func:`explain`, Grad-CAM heatmaps for a fitted classifier or pipeline;
 * :class:`CKDNet` and :class:`PaperCNN`, the networks;
-* :func:`save` and :func:`load`, model files that load without pickle.
+* :func:`save` and :func:`load`, model files that load without pickle;
+* :func:`load_pretrained`, the reference model that ships with ckdlearn.
 
 Submodules: :mod:`ckdlearn.datasets`, :mod:`ckdlearn.model_selection`,
 :mod:`ckdlearn.cam`, :mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`,
@@ -26,6 +27,7 @@ _PUBLIC = {
     "PaperCNN": ".nets",
     "explain": ".cam",
     "load": ".persistence",
+    "load_pretrained": ".datasets",
     "save": ".persistence",
 }
 

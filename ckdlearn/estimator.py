@@ -12,6 +12,7 @@ learning-rate schedule are skorch parameters (:func:`batch_loader`,
 
 import inspect
 import numbers
+import os
 import warnings
 from contextlib import contextmanager
 
@@ -37,6 +38,7 @@ from .augmentation import CTAugment
 from .cam import compute_heatmaps, faithfulness_scores
 from .metrics import uncertainty_from_proba
 from .nets import CKDNet
+from .preprocessing import DOMAINS
 from .series import aggregate_series
 from .validation import IntegerInterval, as_image_batch, resolve_image_shape
 
@@ -187,6 +189,23 @@ class _SeriesEarlyStopping(EarlyStopping):
             super().on_train_end(net, **kwargs)
 
 
+# Fewer images than this say too little about their domain to warn on.
+_DOMAIN_CHECK_MIN_IMAGES = 8
+
+
+def _image_statistics(images):
+    """Per-image mean intensity and detail (mean absolute neighbour difference)."""
+    flat = images.reshape(len(images), -1, *images.shape[-2:]).astype(np.float32)
+    detail = np.abs(np.diff(flat, axis=-1)).mean(axis=(1, 2, 3)) if flat.shape[-1] > 1 \
+        else np.zeros(len(images), dtype=np.float32)
+    return {"intensity": flat.mean(axis=(1, 2, 3)), "detail": detail}
+
+
+def _domain_profile(images):
+    return {name: [float(v) for v in np.percentile(values, [5, 50, 95])]
+            for name, values in _image_statistics(images).items()}
+
+
 class _Interrupted(Exception):
     """Raised through skorch's loop, which would swallow a KeyboardInterrupt."""
 
@@ -265,6 +284,23 @@ class CKDNetClassifier(NeuralNetClassifier):
     device : str, default="auto"
         ``"auto"`` uses CUDA when available and the CPU otherwise; any
         torch device string is accepted.
+    domain : {"clahe", "raw"}, default="clahe"
+        The input domain of the images the model learns from and answers
+        on (:mod:`ckdlearn.preprocessing`): slices contrast-equalised as the
+        complete CT KIDNEY DATASET is (what :func:`~ckdlearn.datasets.load_ct_kidney`
+        returns by default), or as exported. Recorded in the model file:
+        the command line and :func:`~ckdlearn.datasets.read_images`
+        (``domain=model.domain``) bring files into it. Images that look
+        unlike the training images' domain get a warning at predict time.
+    initial_weights : "reference", path-like or None, default=None
+        Start training from these weights instead of a random
+        initialisation (fine-tuning): ``"reference"`` for the reference
+        model that ships with ckdlearn (:func:`ckdlearn.load_pretrained`),
+        or the path of a model file written by :func:`ckdlearn.save`. Every
+        weight whose name and shape match is loaded; a classification
+        layer for another set of classes starts anew. The model must share
+        this one's network and ``domain``. Pair it with a smaller ``lr``
+        (e.g. 1e-4) and fewer epochs.
     validation : float, int or None, default=None
         Hold out whole scan series inside ``fit`` to validate on: a share
         of the series (e.g. 0.2, stratified by class) or a number of folds
@@ -326,6 +362,10 @@ class CKDNetClassifier(NeuralNetClassifier):
     intensity_range_ : tuple of (float, float)
         Smallest and largest pixel value of the training images, as the
         network saw them (``uint8`` divided by 255).
+    domain_profile_ : dict
+        5th, 50th and 95th percentiles of the training images' mean
+        intensity and detail (mean absolute difference of neighbouring
+        pixels), which the domain check compares new images against.
     module_ : torch.nn.Module
         The trained network.
     history_ : skorch.History
@@ -398,6 +438,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         "early_stopping": [IntegerInterval(1, None, closed="left"), None],
         "calibrate": ["boolean"],
         "device": [str, torch.device],
+        "domain": [StrOptions(set(DOMAINS))],
+        "initial_weights": [StrOptions({"reference"}), str, os.PathLike, None],
         "verbose": [IntegerInterval(0, None, closed="left"), "boolean"],
     }
 
@@ -422,6 +464,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         early_stopping=5,
         calibrate=True,
         device="auto",
+        domain="clahe",
+        initial_weights=None,
         train_split=None,
         iterator_train=batch_loader,
         iterator_valid=batch_loader,
@@ -458,6 +502,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         self.validation = validation
         self.early_stopping = early_stopping
         self.calibrate = calibrate
+        self.domain = domain
+        self.initial_weights = initial_weights
 
     # -- parameters ---------------------------------------------------------
 
@@ -750,6 +796,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         self.image_shape_ = tuple(int(side) for side in images.shape[1:])
         self.n_features_in_ = int(np.prod(self.image_shape_))
         self.intensity_range_ = (float(images.min()), float(images.max()))
+        self.domain_profile_ = _domain_profile(images)
         self.class_weight_ = (
             None if self.class_weight is None
             else compute_class_weight(self.class_weight, classes=known, y=y)
@@ -823,6 +870,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         )
         if y is None:
             self._check_intensity_scale(images)
+            self._check_domain(images)
         else:
             y = self._encode_labels(column_or_1d(y))
         return super().get_dataset(images, y)
@@ -842,11 +890,33 @@ class CKDNetClassifier(NeuralNetClassifier):
                 "uint8 arrays, which are divided by 255)."
             )
 
+    def _check_domain(self, images):
+        """Warn when a batch's pixels look unlike the training images' domain."""
+        profile = getattr(self, "domain_profile_", None)
+        if profile is None or len(images) < _DOMAIN_CHECK_MIN_IMAGES:
+            return
+        batch = _image_statistics(images)
+        off = [name for name, values in batch.items()
+               if not profile[name][0] <= float(np.median(values)) <= profile[name][2]]
+        if len(off) == len(batch):
+            warnings.warn(
+                f"These {len(images)} images look unlike the ones {type(self).__name__} was "
+                f"trained on (domain {self.domain!r}): their median intensity and detail "
+                f"both lie outside the central 90% of the training images'. If they are in "
+                f"another domain, bring them into {self.domain!r} first, e.g. "
+                f"read_images(paths, domain={self.domain!r}, input_domain=...) or "
+                f"'--input-domain' on the command line.",
+                UserWarning,
+                stacklevel=4,
+            )
+
     def initialize_module(self):
         kwargs = self.get_params_for("module")
         if not isinstance(self.module, torch.nn.Module):
             kwargs = {**self._data_module_kwargs(), **kwargs}
         self.module_ = self.initialized_instance(self.module, kwargs)
+        if self.initial_weights is not None:
+            self._load_initial_weights()
         if self._uses_channels_last():
             # oneDNN (CPU) and cuDNN convolve fastest in the channels-last
             # (NHWC) layout; weights stored that way make every convolution
@@ -854,6 +924,38 @@ class CKDNetClassifier(NeuralNetClassifier):
             # float rounding changes (benchmarks/README.md).
             self.module_.to(memory_format=torch.channels_last)
         return self
+
+    def _load_initial_weights(self):
+        """Copy matching weights of ``initial_weights`` into the new network."""
+        from .persistence import load  # persistence imports this module
+
+        if self.initial_weights == "reference":
+            from .datasets import load_pretrained
+
+            source = load_pretrained()
+        else:
+            source = load(self.initial_weights)
+        name = type(self).__name__
+        if not isinstance(source, CKDNetClassifier):
+            raise ValueError(f"initial_weights must name a {name} model file; "
+                             f"{self.initial_weights!r} holds a {type(source).__name__}.")
+        if source.domain != self.domain:
+            raise ValueError(
+                f"initial_weights {self.initial_weights!r} was trained in the "
+                f"{source.domain!r} domain, this model's domain is {self.domain!r}. "
+                f"Pass domain={source.domain!r} and images in that domain."
+            )
+        own = self.module_.state_dict()
+        loaded = {key: value for key, value in source.module_.state_dict().items()
+                  if key in own and own[key].shape == value.shape}
+        missing = [key for key in own if key not in loaded]
+        if any(not key.startswith("classifier.") for key in missing):
+            raise ValueError(
+                f"initial_weights {self.initial_weights!r} holds another network: "
+                f"{', '.join(missing[:4])} do not match. Use the same module and "
+                f"module__* settings as the model it came from."
+            )
+        self.module_.load_state_dict(loaded, strict=False)
 
     # Switch for the channels-last lever, for benchmarks and for modules
     # that are faster in the classic layout.

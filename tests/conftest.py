@@ -44,3 +44,12 @@ def pytest_sessionfinish(session, exitstatus):
     from fuzzing import write_report
 
     write_report()
+
+
+@pytest.fixture(scope="session")
+def full_and_raw_roots(real_data_root):
+    """The complete data's CLAHE copy and the raw subset; skips where absent."""
+    full = real_data_root.parents[1] / "ct-kidney-full" / real_data_root.name
+    if not full.is_dir():
+        pytest.skip(f"the complete data (ct-kidney-full) not found at {full}")
+    return full, real_data_root

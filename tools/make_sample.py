@@ -1,15 +1,17 @@
 """Rebuild the CT KIDNEY sample shipped in ckdlearn/datasets/data.
 
-The sample holds every scan series of the development subset (as found by
-infer_scan_groups), each cut to a run of at most ``--per-series``
-consecutive slices from its middle: many series of few slices each, so
-that grouped cross-validation on the sample trains on many scans, as
-the full data does, while the package stays a few MB. Slices are stored as
-uint8 at ``--image-size`` pixels in a compressed .npz.
+The sample is the held-out part of the reference model's data: ``--per-class``
+scan groups of each class of the complete development data
+(``ct-kidney-full``, CLAHE domain, groups as found by infer_scan_groups),
+drawn with a fixed seed among the groups of typical size, each cut to a run
+of at most ``--per-series`` consecutive slices from its middle.
+``tools/train_reference.py`` leaves every slice of these groups out, so the
+demo scores the reference model on scans it never saw. Slices are stored as
+uint8 at ``--image-size`` pixels in a compressed .npz, with their domain.
 
 Usage (from the repository root)::
 
-    python tools/make_sample.py                    # uses ../shared/data/ct-kidney
+    python tools/make_sample.py                    # uses ../shared/data/ct-kidney-full
     python tools/make_sample.py --root PATH --check # verify the shipped file
 
 The selection and the arrays are deterministic; the .npz bytes differ
@@ -27,27 +29,39 @@ import numpy as np
 from ckdlearn.datasets import load_ct_kidney
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ct-kidney"
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ct-kidney-full"
 DEFAULT_OUTPUT = REPO / "ckdlearn" / "datasets" / "data" / "ct_kidney_sample.npz"
 
 
-def select_slices(groups, *, per_series):
+def select_groups(groups, target, *, per_class, seed=0, smallest=10, largest=130):
+    """``per_class`` scan groups of each class, drawn among those of typical size."""
+    rng = np.random.RandomState(seed)
+    chosen = []
+    for label in np.unique(target):
+        ids, sizes = np.unique(groups[target == label], return_counts=True)
+        typical = ids[(sizes >= smallest) & (sizes <= largest)]
+        chosen.extend(sorted(rng.choice(typical, size=per_class, replace=False).tolist()))
+    return np.asarray(chosen)
+
+
+def select_slices(groups, *, per_series, among=None):
     """Indices of at most ``per_series`` consecutive middle slices of each series."""
     chosen = []
-    for group in np.unique(groups):
+    for group in np.unique(groups) if among is None else among:
         rows = np.flatnonzero(groups == group)
         start = max(0, (len(rows) - per_series) // 2)
         chosen.extend(rows[start : start + per_series])
     return np.sort(np.asarray(chosen))
 
 
-def build(root, *, image_size, per_series):
-    dataset = load_ct_kidney(root, image_size=image_size, verbose=False)
+def build(root, *, image_size, per_series, per_class):
+    dataset = load_ct_kidney(root, image_size=image_size, input_domain="clahe", verbose=False)
     # One series must not hold two classes, or "whole series per class"
     # would be ill-defined.
     for group in np.unique(dataset.groups):
         assert len(np.unique(dataset.target[dataset.groups == group])) == 1
-    keep = select_slices(dataset.groups, per_series=per_series)
+    held_out = select_groups(dataset.groups, dataset.target, per_class=per_class)
+    keep = select_slices(dataset.groups, per_series=per_series, among=held_out)
     # Renumber series 0, 1, ... in order of first appearance.
     _, first, inverse = np.unique(dataset.groups[keep], return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
@@ -58,6 +72,7 @@ def build(root, *, image_size, per_series):
         "target_names": np.asarray(dataset.target_names, dtype=str),
         "filenames": np.asarray(dataset.filenames[keep], dtype=str),
         "groups": rank[inverse].astype(np.int16),
+        "domain": np.asarray("clahe"),
     }
 
 
@@ -85,14 +100,16 @@ def main(argv=None):
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument(
-        "--per-series", type=int, default=10, help="consecutive slices kept of each series, at most"
+        "--per-series", type=int, default=30, help="consecutive slices kept of each series, at most"
     )
+    parser.add_argument("--per-class", type=int, default=4, help="scan groups held out per class")
     parser.add_argument(
         "--check", action="store_true", help="compare with --output instead of writing it"
     )
     args = parser.parse_args(argv)
 
-    arrays = build(args.root, image_size=args.image_size, per_series=args.per_series)
+    arrays = build(args.root, image_size=args.image_size, per_series=args.per_series,
+                   per_class=args.per_class)
     print(summary(arrays))
     if args.check:
         with np.load(args.output, allow_pickle=False) as shipped:

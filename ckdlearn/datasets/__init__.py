@@ -6,16 +6,21 @@
 - :func:`load_ct_kidney_sample` returns a small real subset shipped with
   ckdlearn, for demos, docs and tests.
 - :func:`read_images` reads a list of slice files into one array.
+- :func:`load_pretrained` loads the reference model that ships with
+  ckdlearn, trained on the complete data less the sample's scans.
 """
 
 from ._ct_kidney import load_ct_kidney
 from ._fetch import fetch_ct_kidney
 from ._io import read_images
+from ._reference import load_pretrained, reference_model_info
 from ._sample import load_ct_kidney_sample
 
 __all__ = [
     "fetch_ct_kidney",
     "load_ct_kidney",
     "load_ct_kidney_sample",
+    "load_pretrained",
     "read_images",
+    "reference_model_info",
 ]

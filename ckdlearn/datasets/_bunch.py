@@ -14,7 +14,8 @@ def load_descr(file_name):
 
 
 def make_dataset(
-    images, target, target_names, filenames, groups, descr, *, skipped, root, return_X_y
+    images, target, target_names, filenames, groups, descr, *, skipped, root, domain,
+    return_X_y,
 ):
     """Bunch (or ``(data, target)``) with ``data`` a flat view of ``images``."""
     # A reshape of a C-contiguous stack is a view: data and images share one
@@ -31,5 +32,6 @@ def make_dataset(
         groups=groups,
         skipped=list(skipped),
         root=root,
+        domain=domain,
         DESCR=descr,
     )

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 
 from ..model_selection import infer_scan_groups
+from ..preprocessing import conversion
 from ._bunch import load_descr, make_dataset
 from ._io import decode_into, drop_rows, warn_skipped
 from ._layout import CSV_NAME, list_dataset_files
@@ -17,6 +18,8 @@ def load_ct_kidney(
     root,
     *,
     image_size=96,
+    domain="clahe",
+    input_domain="raw",
     classes=None,
     return_X_y=False,
     on_error="raise",
@@ -100,6 +103,8 @@ def load_ct_kidney(
             ``on_error='skip'``.
         root : str
             The dataset folder that was found (holding the class folders).
+        domain : str
+            The domain of ``images`` (``"clahe"`` or ``"raw"``).
         DESCR : str
             Description of the dataset, its source and licence.
 
@@ -160,6 +165,7 @@ def load_ct_kidney(
     image_size = check_image_size(image_size)
     check_on_error(on_error)
     check_verbose(verbose)
+    step = conversion(input_domain, domain)
     files = list_dataset_files(root, classes)
     if files.unlisted:
         warnings.warn(
@@ -176,6 +182,7 @@ def load_ct_kidney(
     failures = decode_into(
         [str(files.root / relative) for relative in files.relative_paths],
         images,
+        preprocessing=step,
         on_error=on_error,
         n_jobs=n_jobs,
         verbose=verbose,
@@ -204,6 +211,7 @@ def load_ct_kidney(
         _describe(files, image_size, target) + load_descr("ct_kidney.rst"),
         skipped=skipped,
         root=str(files.root),
+        domain=domain,
         return_X_y=return_X_y,
     )
 

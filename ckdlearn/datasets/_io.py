@@ -18,6 +18,7 @@ from joblib import effective_n_jobs
 from PIL import Image
 from tqdm import tqdm
 
+from ..preprocessing import clahe, conversion
 from ._dicom import DEFAULT_WINDOW_LEVEL, DEFAULT_WINDOW_WIDTH, read_dicom_hounsfield, window
 from ._validation import check_image_size, check_on_error, check_verbose, check_window
 
@@ -66,6 +67,8 @@ def read_images(
     *,
     window_level=DEFAULT_WINDOW_LEVEL,
     window_width=DEFAULT_WINDOW_WIDTH,
+    domain="clahe",
+    input_domain="raw",
     on_error="raise",
     n_jobs=None,
     verbose=None,
@@ -146,6 +149,7 @@ def read_images(
     check_on_error(on_error)
     window_level, window_width = check_window(window_level, window_width)
     check_verbose(verbose)
+    step = conversion(input_domain, domain)
     if isinstance(paths, (str, os.PathLike)):
         raise ValueError(
             f"paths must be a sequence of file paths, got the single path "
@@ -158,6 +162,7 @@ def read_images(
         images,
         window_level=window_level,
         window_width=window_width,
+        preprocessing=step,
         on_error=on_error,
         n_jobs=n_jobs,
         verbose=verbose,
@@ -177,11 +182,15 @@ def decode_into(
     *,
     window_level=DEFAULT_WINDOW_LEVEL,
     window_width=DEFAULT_WINDOW_WIDTH,
+    preprocessing=None,
     on_error="raise",
     n_jobs=None,
     verbose=None,
 ):
     """Decode ``paths[i]`` into ``out[i]``; return ``(index, path, reason)`` failures.
+
+    ``preprocessing="clahe"`` equalises each slice at full resolution
+    before it is resized (:func:`ckdlearn.preprocessing.clahe`).
 
     With ``on_error='raise'`` the first unreadable file (in path order)
     raises instead; the rows of failed files are left undefined.
@@ -201,7 +210,8 @@ def decode_into(
             if missing_dependency or index > earliest_failure[0]:
                 return
             try:
-                _read_slice_into(paths[index], out[index], image_size, window_level, window_width)
+                _read_slice_into(paths[index], out[index], image_size, window_level, window_width,
+                                 preprocessing)
             except ImportError as exc:
                 # A missing optional dependency is not a property of one
                 # file: skipping would silently drop every DICOM slice.
@@ -290,13 +300,17 @@ def warn_skipped(skipped, *, root=None, limit=20):
     )
 
 
-def _read_slice_into(path, row, image_size, window_level, window_width):
+def _read_slice_into(path, row, image_size, window_level, window_width, preprocessing=None):
     suffix = os.path.splitext(path)[1].lower()
     if suffix == "" and not looks_like_dicom(path):
         raise ValueError("no file name extension and no DICOM marker: not a slice file")
     if suffix in DICOM_SUFFIXES:
         windowed = window(read_dicom_hounsfield(path), window_level, window_width)
-        row[...] = resize_float(windowed, image_size)
+        row[...] = resize_float(_preprocess(windowed, preprocessing), image_size)
+        return
+    if preprocessing is not None:
+        row[...] = resize_float(_preprocess(_read_full_resolution(path), preprocessing),
+                                image_size)
         return
     with Image.open(path) as image:
         # JPEG decodes directly at 1/2, 1/4 or 1/8 scale and only the
@@ -311,6 +325,22 @@ def _read_slice_into(path, row, image_size, window_level, window_width):
             image = image.resize((image_size, image_size), _resampling(image.size, image_size))
         # Division (not multiplication by 1/255) keeps 255 exactly at 1.0.
         np.divide(np.asarray(image), np.float32(255), out=row)
+
+
+def _read_full_resolution(path):
+    """A raster slice at its stored size, greyscale, in [0, 1]."""
+    with Image.open(path) as image:
+        if image.mode.startswith("I") or image.mode == "F":
+            return _unit_range(np.asarray(image, dtype=np.float32), image.mode)
+        if image.mode != "L":
+            image = image.convert("L")
+        return np.asarray(image, dtype=np.float32) / np.float32(255)
+
+
+def _preprocess(pixels, preprocessing):
+    # The domain step runs on the full-resolution slice: CLAHE's tiles are
+    # a grid over the slice, so equalising after the resize gives another image.
+    return pixels if preprocessing is None else clahe(pixels)
 
 
 def _unit_range(pixels, mode):
