@@ -11,6 +11,7 @@ scores computed from them.
 """
 
 import inspect
+import numbers
 import time
 import warnings
 
@@ -24,12 +25,6 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import cross_validate
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import (
-    HasMethods,
-    StrOptions,
-    validate_parameter_constraints,
-    validate_params,
-)
 
 from .._fingerprints import DEFAULT_NEAR_THRESHOLD
 from ..metrics import (
@@ -40,6 +35,12 @@ from ..metrics import (
 )
 from ..pipeline import final_step_input
 from ..series import aggregate_series
+from ..utils._param_validation import (
+    HasMethods,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 from ..validation import IntegerInterval, check_images
 from ._leakage import (
     FINGERPRINT_CONSTRAINTS,
@@ -334,21 +335,23 @@ def _check_data(X, y, groups):
     return X, y, groups
 
 
-def _describe_cv(cv):
-    # sklearn wraps an iterable of splits; its repr would print every index.
-    if type(cv).__name__ == "_CVIterableWrapper":
+def _describe_cv(cv, splitter):
+    """How messages name the splitting: the user's ``cv`` resolved to ``splitter``."""
+    # An iterable of (train, test) splits, as check_cv tells them apart:
+    # its wrapper's repr would print every index.
+    if cv is not None and not isinstance(cv, numbers.Integral) and not hasattr(cv, "split"):
         return "the (train, test) splits given as cv"
-    return f"cv={cv!r}"
+    return f"cv={splitter!r}"
 
 
-def _warn_if_groups_shared(splits, groups, cv):
+def _warn_if_groups_shared(splits, groups, described_cv):
     shared = sum(
         len(np.intersect1d(groups[train], groups[test])) > 0 for train, test in splits
     )
     if shared:
         warnings.warn(
             f"In {shared} of {len(splits)} folds the same scan series (groups) "
-            f"appear in both training and test data: {_describe_cv(cv)} does "
+            f"appear in both training and test data: {described_cv} does "
             "not keep groups whole. Use a group-aware splitter such as "
             "StratifiedGroupKFold, or pass an integer cv.",
             LeakageWarning,
@@ -566,11 +569,11 @@ def evaluate(
     splitter = resolve_cv(cv, y, groups)
     splits = split_indices(splitter, X, y, groups)
     if groups is not None:
-        _warn_if_groups_shared(splits, groups, splitter)
+        _warn_if_groups_shared(splits, groups, _describe_cv(cv, splitter))
     for k, (train, _) in enumerate(splits):
         if len(np.unique(y[train])) < 2:
             raise ValueError(
-                f"Fold {k + 1} of {_describe_cv(splitter)} trains on one class only "
+                f"Fold {k + 1} of {_describe_cv(cv, splitter)} trains on one class only "
                 f"({np.unique(y[train]).tolist()}); a classifier needs two. Use fewer "
                 "folds or a stratified splitter."
             )
