@@ -8,7 +8,7 @@ The public names:
 * :func:`save` and :func:`load`, model files that load without pickle.
 
 Submodules: :mod:`ckdlearn.datasets`, :mod:`ckdlearn.model_selection`,
-:mod:`ckdlearn.cam`, :mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`,
+:mod:`ckdlearn.explanation`, :mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`,
 :mod:`ckdlearn.persistence`.
 
 The names are imported on first use, so ``import ckdlearn.datasets`` or
@@ -24,7 +24,7 @@ _PUBLIC = {
     "CKDNetClassifier": ".estimator",
     "ModelFileError": ".persistence",
     "PaperCNN": ".nets",
-    "explain": ".cam",
+    "explain": ".explanation",
     "load": ".persistence",
     "save": ".persistence",
 }

@@ -302,7 +302,7 @@ def build_parser():
     explain_cmd.add_argument("model", help="model file")
     explain_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     explain_cmd.add_argument("--out", required=True, help="output folder")
-    explain_cmd.add_argument("--method", choices=_ChoicesOf("ckdlearn.cam", "CAM_METHODS"), default="gradcam",
+    explain_cmd.add_argument("--method", choices=_ChoicesOf("ckdlearn.explanation", "CAM_METHODS"), default="gradcam",
                              metavar="METHOD", help="CAM method: %(choices)s")
     explain_cmd.add_argument("--target", help="class to explain (default: the prediction)")
     explain_cmd.add_argument("--overlay-size", type=size, default=256,

@@ -34,7 +34,7 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from .augmentation import CTAugment
-from .cam import compute_heatmaps, faithfulness_scores
+from .explanation import compute_heatmaps, faithfulness_scores
 from .metrics import uncertainty_from_proba
 from .nets import CKDNet
 from .series import aggregate_series
@@ -1140,7 +1140,7 @@ class CKDNetClassifier(NeuralNetClassifier):
         X : array-like
             Images in any layout :meth:`fit` accepts, of the training size.
         method : str, default="gradcam"
-            One of :data:`ckdlearn.cam.CAM_METHODS`: ``"gradcam"``,
+            One of :data:`ckdlearn.explanation.CAM_METHODS`: ``"gradcam"``,
             ``"gradcam++"``, ``"hirescam"``, ``"xgradcam"``,
             ``"layercam"``, ``"eigencam"``, ``"scorecam"``, ...
         target : label, array-like of labels or None, default=None
@@ -1155,7 +1155,7 @@ class CKDNetClassifier(NeuralNetClassifier):
             Images per forward/backward pass; defaults to ``batch_size``.
         return_scores : bool, default=False
             Also return a faithfulness score per image (see
-            :func:`ckdlearn.cam.faithfulness_scores`).
+            :func:`ckdlearn.explanation.faithfulness_scores`).
 
         Returns
         -------
