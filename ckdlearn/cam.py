@@ -8,25 +8,10 @@ release.
 
 import warnings
 
-from .explanation import (  # noqa: F401
-    CAM_METHODS,
-    FAITHFULNESS_METRICS,
-    compute_heatmaps,
-    explain,
-    faithfulness_scores,
-    heatmap_energy_in_mask,
-    randomisation_test,
-)
+from . import explanation as _explanation
+from .explanation import *  # noqa: F401,F403  (every public name, at its old path)
 
-__all__ = [
-    "CAM_METHODS",
-    "FAITHFULNESS_METRICS",
-    "compute_heatmaps",
-    "explain",
-    "faithfulness_scores",
-    "heatmap_energy_in_mask",
-    "randomisation_test",
-]
+__all__ = list(_explanation.__all__)
 
 warnings.warn(
     "ckdlearn.cam is deprecated and will be removed in a future release; "
