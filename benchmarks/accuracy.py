@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
 from ckdlearn.augmentation import CTAugment
-from ckdlearn.cam import compute_heatmaps, faithfulness_scores
+from ckdlearn.explanation import compute_heatmaps, faithfulness_scores
 from ckdlearn.datasets import load_ct_kidney
 from ckdlearn.estimator import UNCERTAINTY_METHODS
 from ckdlearn.metrics import accuracy_at_coverage, expected_calibration_error, risk_coverage_curve

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.cam import CAM_METHODS
+from ckdlearn.explanation import CAM_METHODS
 
 from common import best_of
 
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument(
         "--methods", default="gradcam",
-        help="comma-separated keys of ckdlearn.cam.CAM_METHODS",
+        help="comma-separated keys of ckdlearn.explanation.CAM_METHODS",
     )
     parser.add_argument("--append", action="store_true", help=f"append the table to {RESULTS.name}")
     return parser.parse_args(argv)

@@ -16,7 +16,7 @@ Run from the repository root: ``python benchmarks/domain_check.py``.
 import numpy as np
 
 from ckdlearn.datasets import load_ct_kidney
-from ckdlearn.estimator import _domain_profile, _image_statistics
+from ckdlearn._input import _domain_profile, _image_statistics
 
 SHARED = "../shared/data/"
 

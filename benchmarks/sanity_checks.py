@@ -4,7 +4,7 @@ Trains the default pipeline, ``make_pipeline(SMOTE(random_state=0),
 CKDNetClassifier(random_state=0, precision="bf16"))`` at 64 px, on the
 training part of one ``StratifiedGroupKFold(5, shuffle=True,
 random_state=0)`` fold of the shared CT KIDNEY data (grouped by inferred
-scan series), then runs :func:`ckdlearn.cam.randomisation_test` on
+scan series), then runs :func:`ckdlearn.explanation.randomisation_test` on
 held-out slices of that fold:
 
 * the cascading model-parameter randomisation (head, then each block
@@ -39,7 +39,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.cam import CAM_METHODS, randomisation_test
+from ckdlearn.explanation import CAM_METHODS, randomisation_test
 from ckdlearn.datasets import load_ct_kidney
 
 HERE = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ The public names:
 * :func:`load_pretrained`, the reference model that ships with ckdlearn.
 
 Submodules: :mod:`ckdlearn.datasets`, :mod:`ckdlearn.model_selection`,
-:mod:`ckdlearn.cam`, :mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`,
+:mod:`ckdlearn.explanation`, :mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`,
 :mod:`ckdlearn.persistence`.
 
 The names are imported on first use, so ``import ckdlearn.datasets`` or
@@ -25,7 +25,7 @@ _PUBLIC = {
     "CKDNetClassifier": ".estimator",
     "ModelFileError": ".persistence",
     "PaperCNN": ".nets",
-    "explain": ".cam",
+    "explain": ".explanation",
     "load": ".persistence",
     "load_pretrained": ".datasets",
     "save": ".persistence",

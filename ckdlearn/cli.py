@@ -21,6 +21,8 @@ import sys
 import threading
 import warnings
 
+from .exceptions import TrainingInterrupted
+
 __all__ = ["build_parser", "main"]
 
 # The library's messages name Python arguments; here they are options.
@@ -36,11 +38,6 @@ def _for_cli(message):
     for python, option in _CLI_SPELLING.items():
         message = message.replace(python, option)
     return message
-
-
-class _Interrupted(BaseException):
-    """Ctrl-C, raised as a type that no library swallows: skorch ends
-    training quietly on a KeyboardInterrupt, as if a callback stopped it."""
 
 
 def _say(message):
@@ -302,7 +299,7 @@ def build_parser():
     explain_cmd.add_argument("model", help="model file")
     explain_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     explain_cmd.add_argument("--out", required=True, help="output folder")
-    explain_cmd.add_argument("--method", choices=_ChoicesOf("ckdlearn.cam", "CAM_METHODS"), default="gradcam",
+    explain_cmd.add_argument("--method", choices=_ChoicesOf("ckdlearn.explanation", "CAM_METHODS"), default="gradcam",
                              metavar="METHOD", help="CAM method: %(choices)s")
     explain_cmd.add_argument("--target", help="class to explain (default: the prediction)")
     explain_cmd.add_argument("--overlay-size", type=size, default=256,
@@ -345,7 +342,7 @@ def main(argv=None):
     name = f"ckdlearn {args.command}"
 
     def on_interrupt(signum, frame):
-        raise _Interrupted
+        raise TrainingInterrupted
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         _say(f"{name}: warning: {message}")
@@ -362,7 +359,7 @@ def main(argv=None):
                 torch.set_num_threads(args.threads)
             args.func(args)
         return 0
-    except (KeyboardInterrupt, _Interrupted) as error:
+    except (KeyboardInterrupt, TrainingInterrupted) as error:
         _say(f"{name}: interrupted" + (f": {error}" if str(error) else ""))
         return 130
     except Exception as error:

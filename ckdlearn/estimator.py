@@ -6,145 +6,51 @@ adds to skorch goes through skorch's own hooks: ``get_dataset`` shapes the
 input into image batches (:func:`ckdlearn.validation.as_image_batch`),
 ``initialize_module`` fills in what the data determines, ``train_step_single``
 augments, ``infer`` sets the precision, and the default iterator and
-learning-rate schedule are skorch parameters (:func:`batch_loader`,
-:class:`CosineAnnealing`).
+callbacks are skorch parameters (:func:`ckdlearn.loaders.batch_loader`,
+:mod:`ckdlearn.callbacks`). Input handling, uncertainty and explanations
+are mixed in from their own modules (:mod:`ckdlearn._input`,
+:mod:`ckdlearn._uncertainty`, :mod:`ckdlearn.explanation`).
+
+``CosineAnnealing`` and ``batch_loader`` are still importable from here,
+where they lived before.
 """
 
 import inspect
 import numbers
 import os
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler
+from skorch.callbacks import EpochScoring
 from skorch.dataset import Dataset, unpack_data
-from skorch.utils import is_dataset, to_numpy, to_tensor
+from skorch.utils import to_numpy, to_tensor
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions, validate_parameter_constraints
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
-from torch.optim.lr_scheduler import CosineAnnealingLR
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
+from ._input import ImageInputMixin
+from ._uncertainty import UNCERTAINTY_METHODS, UncertaintyMixin  # noqa: F401  (its old home)
 from .augmentation import CTAugment
-from .cam import compute_heatmaps, faithfulness_scores
-from .metrics import uncertainty_from_proba
+from .callbacks import CosineAnnealing, SeriesEarlyStopping, interrupts_propagate
+from .exceptions import TrainingInterrupted
+from .explanation._classifier import ExplainMixin
+from .loaders import batch_loader
 from .nets import CKDNet
 from .preprocessing import DOMAINS
-from .series import aggregate_series
+from .utils._param_validation import Interval, Options, StrOptions, validate_parameter_constraints
 from .validation import IntegerInterval, as_image_batch, resolve_image_shape
 
 __all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "batch_loader", "resolve_image_shape"]
 
 _PRECISIONS = {"32": None, "bf16": torch.bfloat16}
-#: Uncertainty scores of :meth:`CKDNetClassifier.predict_uncertainty`.
-UNCERTAINTY_METHODS = ("entropy", "margin", "knn")
-# Training images whose features ``knn`` compares against (a random sample).
+# Training images whose features ``predict_uncertainty(method="knn")``
+# compares against (a random sample).
 _KNN_REFERENCE = 1024
-_KNN_NEIGHBOURS = 10
-# Flat rows this wide that are not square are probably images given
-# without their shape (tabular data has far fewer features).
-_IMAGE_SIZED_FEATURES = 256
-
-
-class CosineAnnealing(LRScheduler):
-    """Cosine learning-rate decay over the whole run: skorch's ``LRScheduler``.
-
-    The default schedule of :class:`CKDNetClassifier`, as its
-    ``"lr_scheduler"`` callback: :class:`torch.optim.lr_scheduler.CosineAnnealingLR`
-    stepped once per epoch, whose length defaults to the net's
-    ``max_epochs``. skorch resumes it from the net's history, so a run
-    continued from a checkpoint follows the same curve.
-
-    Parameters
-    ----------
-    eta_min : float, default=0.0
-        Learning rate reached at the end.
-    T_max : int or None, default=None
-        Epochs of the whole decay; None uses the net's ``max_epochs``.
-
-    Examples
-    --------
-    >>> from ckdlearn import CKDNetClassifier
-    >>> dict(CKDNetClassifier().get_default_callbacks())["lr_scheduler"]
-    <ckdlearn.estimator.CosineAnnealing object at ...>
-    >>> clf = CKDNetClassifier(callbacks__lr_scheduler__eta_min=1e-5)
-    """
-
-    def __init__(self, eta_min=0.0, T_max=None):
-        super().__init__(policy=CosineAnnealingLR, eta_min=eta_min, T_max=T_max)
-
-    def on_train_begin(self, net, **kwargs):
-        # Built at the first epoch instead, once callbacks such as
-        # LoadInitState have restored the history and the optimizer.
-        self.lr_scheduler_ = None
-
-    def on_epoch_begin(self, net, **kwargs):
-        if self.lr_scheduler_ is None:
-            super().on_train_begin(net, **kwargs)
-
-    def _get_scheduler(self, net, policy, **scheduler_kwargs):
-        if scheduler_kwargs.get("T_max") is None:
-            scheduler_kwargs["T_max"] = net.max_epochs
-        # A net trained on after loading has a new optimizer: the schedule
-        # continues from its learning rate.
-        for group in net.optimizer_.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        # Epochs already stepped: the history holds this epoch's row too.
-        scheduler_kwargs.setdefault("last_epoch", len(net.history) - 2)
-        return super()._get_scheduler(net, policy, **scheduler_kwargs)
-
-
-def batch_loader(dataset, batch_size, *, shuffle=False, drop_last=False, **kwargs):
-    """A DataLoader that fetches each batch with one indexing of the dataset.
-
-    PyTorch's default DataLoader indexes the dataset once per image and
-    stacks the images again; skorch's in-memory datasets can return a whole
-    batch for a list of indices, which is several times faster for small
-    images. The default ``iterator_train`` and ``iterator_valid`` of
-    :class:`CKDNetClassifier`. Randomness comes from torch's global
-    generator, which the classifier seeds.
-
-    Parameters
-    ----------
-    dataset : skorch.dataset.Dataset
-    batch_size : int
-    shuffle : bool, default=False
-        Draw a new order every pass. Then a last batch of a single image is
-        left out of that pass (BatchNorm cannot train on it).
-    drop_last : bool, default=False
-    **kwargs
-        Other :class:`torch.utils.data.DataLoader` arguments
-        (``num_workers``, ``pin_memory``, ...).
-
-    Returns
-    -------
-    loader : torch.utils.data.DataLoader
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skorch.dataset import Dataset
-    >>> from ckdlearn.estimator import batch_loader
-    >>> data = Dataset(np.zeros((5, 1, 4, 4), dtype=np.float32), np.arange(5))
-    >>> [len(y) for _, y in batch_loader(data, batch_size=2)]
-    [2, 2, 1]
-    >>> [len(y) for _, y in batch_loader(data, batch_size=2, shuffle=True)]
-    [2, 2]
-    """
-    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    drop_last = drop_last or (shuffle and len(dataset) > 1 and len(dataset) % batch_size == 1)
-    return DataLoader(
-        dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None, **kwargs
-    )
 
 
 def _encoded_accuracy(net, X, y):
@@ -159,58 +65,7 @@ def _resolve_device(setting):
     return setting
 
 
-def _say_nothing(*args, **kwargs):
-    """The early-stopping message's sink when ``verbose=0``."""
-
-
-class _SeriesEarlyStopping(EarlyStopping):
-    """skorch's EarlyStopping(load_best=True), on only while validation series are held out.
-
-    Its patience and verbosity are the net's ``early_stopping`` and
-    ``verbose``, read when training starts.
-    """
-
-    def __init__(self):
-        super().__init__(monitor="valid_loss", load_best=True)
-
-    def on_train_begin(self, net, **kwargs):
-        self.active_ = getattr(net, "_validation_data", None) is not None
-        if self.active_:
-            self.patience = net.max_epochs if net.early_stopping is None else net.early_stopping
-            self.sink = print if net.verbose else _say_nothing
-            super().on_train_begin(net, **kwargs)
-
-    def on_epoch_end(self, net, **kwargs):
-        if self.active_:
-            super().on_epoch_end(net, **kwargs)
-
-    def on_train_end(self, net, **kwargs):
-        if self.active_:
-            super().on_train_end(net, **kwargs)
-
-
-# Fewer images than this say too little about their domain to warn on.
-_DOMAIN_CHECK_MIN_IMAGES = 8
-
-
-def _image_statistics(images):
-    """Per-image mean intensity and detail (mean absolute neighbour difference)."""
-    flat = images.reshape(len(images), -1, *images.shape[-2:]).astype(np.float32)
-    detail = np.abs(np.diff(flat, axis=-1)).mean(axis=(1, 2, 3)) if flat.shape[-1] > 1 \
-        else np.zeros(len(images), dtype=np.float32)
-    return {"intensity": flat.mean(axis=(1, 2, 3)), "detail": detail}
-
-
-def _domain_profile(images):
-    return {name: [float(v) for v in np.percentile(values, [5, 50, 95])]
-            for name, values in _image_statistics(images).items()}
-
-
-class _Interrupted(Exception):
-    """Raised through skorch's loop, which would swallow a KeyboardInterrupt."""
-
-
-class CKDNetClassifier(NeuralNetClassifier):
+class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNetClassifier):
     """CNN classifier for CT slices with the scikit-learn API.
 
     A :class:`skorch.NeuralNetClassifier` with defaults for CT slices and
@@ -314,8 +169,10 @@ class CKDNetClassifier(NeuralNetClassifier):
     early_stopping : int or None, default=5
         With ``validation``: stop when the validation loss has not improved
         for this many epochs, and restore the weights of the best epoch
-        (skorch's ``EarlyStopping(load_best=True)``). None trains
+        (the ``"early_stopping"`` callback,
+        :class:`~ckdlearn.callbacks.SeriesEarlyStopping`). None trains
         ``max_epochs`` and still restores the best epoch.
+        ``callbacks__early_stopping__patience`` overrides it.
     calibrate : bool, default=True
         With ``validation``: fit a temperature on the held-out series'
         logits (temperature scaling, Guo et al., 2017, as scikit-learn's
@@ -333,9 +190,11 @@ class CKDNetClassifier(NeuralNetClassifier):
         progress bar.
     callbacks : list or None, default=None
         Extra skorch callbacks. The default callbacks include a cosine
-        learning-rate schedule named ``"lr_scheduler"`` (tune with
+        learning-rate schedule named ``"lr_scheduler"``
+        (:class:`~ckdlearn.callbacks.CosineAnnealing`; tune with
         ``callbacks__lr_scheduler__...`` or disable with
-        ``callbacks__lr_scheduler=None``).
+        ``callbacks__lr_scheduler=None``) and ``"early_stopping"``
+        (:class:`~ckdlearn.callbacks.SeriesEarlyStopping`).
     **kwargs
         Any other :class:`skorch.NeuralNet` parameter, including the
         ``module__*``, ``optimizer__*``, ``criterion__*``,
@@ -382,7 +241,7 @@ class CKDNetClassifier(NeuralNetClassifier):
     Training batches are reshuffled every epoch (skorch's own default keeps
     the data order, and CT data usually comes sorted by class);
     ``iterator_train__shuffle=False`` keeps the order. Batches are fetched
-    whole (:func:`batch_loader`), and a shuffled last batch of a single
+    whole (:func:`~ckdlearn.loaders.batch_loader`), and a shuffled last batch of a single
     image is left out of that epoch, since BatchNorm cannot normalise one
     value per channel.
 
@@ -553,7 +412,9 @@ class CKDNetClassifier(NeuralNetClassifier):
                 )
             callbacks.append((name, callback))
         callbacks.insert(1, ("lr_scheduler", CosineAnnealing()))
-        callbacks.append(("early_stopping", _SeriesEarlyStopping()))
+        # Built from the net's own parameter each time the callbacks are
+        # initialised; ``callbacks__early_stopping__patience`` overrides it.
+        callbacks.append(("early_stopping", SeriesEarlyStopping(patience=self.early_stopping)))
         return callbacks
 
     def __sklearn_is_fitted__(self):
@@ -735,7 +596,7 @@ class CKDNetClassifier(NeuralNetClassifier):
             with self._random_state_context():
                 skorch_fit(X, y, **fit_params)
                 self._refresh_batch_norm(X)
-        except _Interrupted as interruption:
+        except TrainingInterrupted as interruption:
             raise KeyboardInterrupt(str(interruption)) from None
         return self
 
@@ -759,62 +620,6 @@ class CKDNetClassifier(NeuralNetClassifier):
         )
         self._check_label_smoothing()
 
-    def _learn_data(self, X, y, classes=None):
-        """Validate the data; set what it determines."""
-        name = type(self).__name__
-        if y is None:
-            raise ValueError(
-                f"{name} requires y to be passed, but the target y is None. "
-                "Pass one label per image."
-            )
-        images = as_image_batch(X, self.image_shape, estimator_name=name)
-        if np.asarray(X).ndim == 2 and self.image_shape is None and images.shape[2] == 1 \
-                and images.shape[3] >= _IMAGE_SIZED_FEATURES:
-            warnings.warn(
-                f"X has {images.shape[3]} features per row, which is not a square "
-                "number, so each row is read as an image one pixel high. If the rows "
-                "are flattened images, pass image_shape=(height, width).",
-                UserWarning,
-                stacklevel=3,
-            )
-        y = column_or_1d(y, warn=True)
-        if len(y) != len(images):
-            raise ValueError(
-                f"X and y must have the same number of samples; got {len(images)} "
-                f"images and {len(y)} labels."
-            )
-        check_classification_targets(y)
-        labels = self.classes if classes is None else classes
-        known = np.unique(y) if labels is None else np.asarray(labels)
-        if len(known) < 2:
-            raise ValueError(
-                f"{name} needs at least 2 classes to learn from; y holds only "
-                f"one class: {known.tolist()}."
-            )
-        self.classes_inferred_ = known
-        self._encode_labels(y)  # refuses labels outside ``classes``
-        self.image_shape_ = tuple(int(side) for side in images.shape[1:])
-        self.n_features_in_ = int(np.prod(self.image_shape_))
-        self.intensity_range_ = (float(images.min()), float(images.max()))
-        self.domain_profile_ = _domain_profile(images)
-        self.class_weight_ = (
-            None if self.class_weight is None
-            else compute_class_weight(self.class_weight, classes=known, y=y)
-        )
-        return images, y
-
-    @property
-    def classes_(self):
-        # The classes learnt in fit (skorch's property would return the
-        # ``classes`` parameter even before fit, or instead of
-        # ``partial_fit(classes=...)``).
-        try:
-            return self.classes_inferred_
-        except AttributeError:
-            raise AttributeError(
-                f"{type(self).__name__} has no attribute 'classes_' before fit."
-            ) from None
-
     def _check_label_smoothing(self):
         value = self.label_smoothing
         if not value or "label_smoothing" in self.get_params_for("criterion"):
@@ -831,18 +636,6 @@ class CKDNetClassifier(NeuralNetClassifier):
                 "label_smoothing=0."
             )
 
-    def _encode_labels(self, y):
-        order = np.argsort(self.classes_, kind="stable")
-        sorted_classes = self.classes_[order]
-        positions = np.clip(np.searchsorted(sorted_classes, y), 0, len(sorted_classes) - 1)
-        unknown = sorted_classes[positions] != y
-        if unknown.any():
-            raise ValueError(
-                f"y contains labels {np.unique(y[unknown]).tolist()} that are not "
-                f"among the classes {self.classes_.tolist()}."
-            )
-        return order[positions].astype(np.int64)
-
     @contextmanager
     def _random_state_context(self):
         if self.random_state is None:
@@ -853,62 +646,6 @@ class CKDNetClassifier(NeuralNetClassifier):
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             yield
-
-    def check_data(self, X, y=None):
-        # The data were validated and learnt from before initialisation
-        # (the network's shape depends on them); skorch's own check would
-        # infer the classes again from the encoded targets.
-        pass
-
-    def get_dataset(self, X, y=None):
-        """skorch's dataset of the validated image batch and encoded labels."""
-        if is_dataset(X):
-            return super().get_dataset(X, y)
-        check_is_fitted(self)
-        images = as_image_batch(
-            X, expected_shape=self.image_shape_, estimator_name=type(self).__name__
-        )
-        if y is None:
-            self._check_intensity_scale(images)
-            self._check_domain(images)
-        else:
-            y = self._encode_labels(column_or_1d(y))
-        return super().get_dataset(images, y)
-
-    def _check_intensity_scale(self, images):
-        low, high = self.intensity_range_
-        span = high - low
-        if not span:
-            return
-        lowest, highest = float(images.min()), float(images.max())
-        if highest > high + span or lowest < low - span:
-            raise ValueError(
-                f"X holds values from {lowest:.4g} to {highest:.4g}, but "
-                f"{type(self).__name__} was trained on values from {low:.4g} to "
-                f"{high:.4g}: the images are on another scale. Scale them as the "
-                "training images were (e.g. divide 0-255 values by 255, or pass "
-                "uint8 arrays, which are divided by 255)."
-            )
-
-    def _check_domain(self, images):
-        """Warn when a batch's pixels look unlike the training images' domain."""
-        profile = getattr(self, "domain_profile_", None)
-        if profile is None or len(images) < _DOMAIN_CHECK_MIN_IMAGES:
-            return
-        batch = _image_statistics(images)
-        off = [name for name, values in batch.items()
-               if not profile[name][0] <= float(np.median(values)) <= profile[name][2]]
-        if len(off) == len(batch):
-            warnings.warn(
-                f"These {len(images)} images look unlike the ones {type(self).__name__} was "
-                f"trained on (domain {self.domain!r}): their median intensity and detail "
-                f"both lie outside the central 90% of the training images'. If they are in "
-                f"another domain, bring them into {self.domain!r} first, e.g. "
-                f"read_images(paths, domain={self.domain!r}, input_domain=...) or "
-                f"'--input-domain' on the command line.",
-                UserWarning,
-                stacklevel=4,
-            )
 
     def initialize_module(self):
         kwargs = self.get_params_for("module")
@@ -1007,15 +744,8 @@ class CKDNetClassifier(NeuralNetClassifier):
         return logits.float()
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        try:
+        with interrupts_propagate(self, epochs):
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
-        except KeyboardInterrupt:
-            if len(self.history) and "dur" in self.history[-1]:
-                raise  # a callback (EarlyStopping) ended training after an epoch
-            raise _Interrupted(
-                f"training of {type(self).__name__} interrupted during epoch "
-                f"{len(self.history)} of {epochs or self.max_epochs}"
-            ) from None
 
     def train_step_single(self, batch, **fit_params):
         Xi, yi = unpack_data(batch)
@@ -1085,229 +815,3 @@ class CKDNetClassifier(NeuralNetClassifier):
         """
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
-
-    def transform_features(self, X):
-        """The network's penultimate features of each image, scaled to unit length.
-
-        The input of the network's last linear layer: what the classifier
-        head sees.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in any layout :meth:`fit` accepts, of the training size.
-
-        Returns
-        -------
-        features : ndarray of shape (n, n_features), dtype float32
-        """
-        images = self.to_images(X)
-        linear = [m for m in self.module_.modules() if isinstance(m, torch.nn.Linear)]
-        if not linear:
-            raise ValueError(
-                f"{type(self.module_).__name__} has no torch.nn.Linear layer whose input "
-                "could serve as features."
-            )
-        captured = []
-        handle = linear[-1].register_forward_pre_hook(
-            lambda module, args: captured.append(args[0].detach().float().cpu())
-        )
-        try:
-            self.forward(images, training=False)
-        finally:
-            handle.remove()
-        features = torch.cat(captured).flatten(1).numpy()
-        return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-
-    def predict_uncertainty(self, X, *, method="entropy"):
-        """How unsure the model is about each image: higher is less sure.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in any layout :meth:`fit` accepts, of the training size.
-        method : {"entropy", "margin", "knn"}, default="entropy"
-            ``"entropy"``: entropy of ``predict_proba``, divided by its
-            largest value ``log(n_classes)`` (0 certain, 1 uniform);
-            ``"margin"``: one minus the gap between the two largest
-            probabilities; ``"knn"``: how far the image's features lie from
-            the training images' (one minus the mean cosine similarity of
-            its 10 nearest training features), which flags scans unlike any
-            seen in training even when the softmax is confident.
-
-        Returns
-        -------
-        uncertainty : ndarray of shape (n,), dtype float64
-            In [0, 1] for ``"entropy"`` and ``"margin"``, [0, 2] for ``"knn"``.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from ckdlearn import CKDNetClassifier
-        >>> X = np.random.RandomState(0).rand(20, 64).astype(np.float32)
-        >>> clf = CKDNetClassifier(max_epochs=1, module__width=2, module__depth=1,
-        ...                        augment=None, random_state=0).fit(X, [0, 1] * 10)
-        >>> clf.predict_uncertainty(X[:3], method="knn").shape
-        (3,)
-        """
-        if method not in UNCERTAINTY_METHODS:
-            raise ValueError(
-                f"method must be one of {list(UNCERTAINTY_METHODS)}; got {method!r}."
-            )
-        if method == "knn":
-            similarity = self.transform_features(X) @ self.train_features_.T
-            k = min(_KNN_NEIGHBOURS, similarity.shape[1])
-            nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
-            return 1.0 - nearest.mean(axis=1).astype(np.float64)
-        return uncertainty_from_proba(self.predict_proba(X), method)
-
-    def predict_series(self, X, groups, *, method="mean_log", uncertainty="entropy"):
-        """One answer per scan series, with how unsure it is.
-
-        Parameters
-        ----------
-        X : array-like
-            The slices, in any layout :meth:`fit` accepts.
-        groups : array-like of shape (n,)
-            Scan series of each slice.
-        method : {"mean_log", "mean", "vote"}, default="mean_log"
-            How slice probabilities combine, see
-            :func:`ckdlearn.series.aggregate_series`.
-        uncertainty : {"entropy", "margin", "knn"}, default="entropy"
-            As in :meth:`predict_uncertainty`: of the series' combined
-            probabilities, or for ``"knn"`` the mean over its slices.
-
-        Returns
-        -------
-        result : Bunch
-            ``series`` (sorted ids), ``label``, ``proba`` (n_series,
-            n_classes), ``uncertainty`` and ``n_slices``.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from ckdlearn import CKDNetClassifier
-        >>> X = np.random.RandomState(0).rand(20, 64).astype(np.float32)
-        >>> clf = CKDNetClassifier(max_epochs=1, module__width=2, module__depth=1,
-        ...                        augment=None, random_state=0).fit(X, [0, 1] * 10)
-        >>> result = clf.predict_series(X, np.repeat(["scan-a", "scan-b"], 10))
-        >>> result.series.tolist(), result.n_slices.tolist()
-        (['scan-a', 'scan-b'], [10, 10])
-        """
-        proba = self.predict_proba(X)
-        result = aggregate_series(proba, groups, method=method)
-        result.label = self.classes_[result.proba.argmax(axis=1)]
-        if uncertainty == "knn":
-            slices = self.predict_uncertainty(X, method="knn")
-            index = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
-            result.uncertainty = np.bincount(index, weights=slices) / result.n_slices
-        else:
-            result.uncertainty = uncertainty_from_proba(result.proba, uncertainty)
-        return result
-
-    def to_images(self, X):
-        """Validate ``X`` and return it as the network sees it.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in any layout :meth:`fit` accepts, of the training size.
-
-        Returns
-        -------
-        images : ndarray of shape (n, C, H, W), dtype float32
-            Scaled as in training (uint8 divided by 255), C-contiguous.
-        """
-        check_is_fitted(self)
-        images = as_image_batch(
-            X, expected_shape=self.image_shape_, estimator_name=type(self).__name__
-        )
-        self._check_intensity_scale(images)
-        return images
-
-    def explain(
-        self,
-        X,
-        *,
-        method="gradcam",
-        target=None,
-        layer=None,
-        batch_size=None,
-        return_scores=False,
-    ):
-        """Class activation heatmaps for each image.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in any layout :meth:`fit` accepts, of the training size.
-        method : str, default="gradcam"
-            One of :data:`ckdlearn.cam.CAM_METHODS`: ``"gradcam"``,
-            ``"gradcam++"``, ``"hirescam"``, ``"xgradcam"``,
-            ``"layercam"``, ``"eigencam"``, ``"scorecam"``, ...
-        target : label, array-like of labels or None, default=None
-            The class to explain: None explains each image's predicted
-            class; one label explains that class for every image; an
-            array gives one label per image.
-        layer : str, torch.nn.Module or None, default=None
-            The layer whose activations are weighted: a module name from
-            ``module_.named_modules()`` or a module. By default the
-            network's ``cam_layer`` attribute, else its last convolution.
-        batch_size : int or None, default=None
-            Images per forward/backward pass; defaults to ``batch_size``.
-        return_scores : bool, default=False
-            Also return a faithfulness score per image (see
-            :func:`ckdlearn.cam.faithfulness_scores`).
-
-        Returns
-        -------
-        heatmaps : ndarray of shape (n, H, W), dtype float32
-            Values in [0, 1] at the input resolution.
-        scores : ndarray of shape (n,), dtype float32
-            Only when ``return_scores=True``.
-
-        Raises
-        ------
-        ValueError
-            For an unknown method, layer or target label, or malformed X.
-        """
-        images = self.to_images(X)
-        class_indices = self._target_indices(target, len(images))
-        kwargs = dict(
-            method=method,
-            layer=layer,
-            batch_size=batch_size or self.batch_size,
-            device=self.device,
-        )
-        heatmaps, class_indices = compute_heatmaps(
-            self.module_, images, class_indices, **kwargs
-        )
-        if not return_scores:
-            return heatmaps
-        scores = faithfulness_scores(
-            self.module_, images, class_indices, heatmaps,
-            batch_size=kwargs["batch_size"], device=self.device,
-        )
-        return heatmaps, scores
-
-    def _target_indices(self, target, n_images):
-        """Class indices to explain: None means 'the predicted class'."""
-        if target is None:
-            return None
-        targets = np.asarray(target)
-        if targets.ndim == 0:
-            targets = np.repeat(targets, n_images)
-        elif targets.shape != (n_images,):
-            raise ValueError(
-                "target must be None, one label, or one label per image; got "
-                f"{targets.shape[0] if targets.ndim == 1 else targets.shape} "
-                f"targets for {n_images} images."
-            )
-        try:
-            return self._encode_labels(targets)
-        except (ValueError, TypeError):
-            unknown = [t for t in np.unique(targets).tolist() if t not in self.classes_.tolist()]
-            raise ValueError(
-                f"Unknown target label(s) {unknown}; expected one of the "
-                f"classes {self.classes_.tolist()}."
-            ) from None

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from .utils._param_validation import Interval, StrOptions, validate_params
 from .validation import IntegerInterval
 
 __all__ = [

@@ -82,7 +82,10 @@ def _failing(prefix):
 _ALLOWED = {  # module: names; builtins.print is skorch callbacks' ``sink``
     "ckdlearn": "CKDNetClassifier", "ckdlearn.nets": "CKDNet PaperCNN",
     "ckdlearn.pipeline": "Pipeline",
-    "ckdlearn.augmentation": "CTAugment", "ckdlearn.estimator": "CosineAnnealing batch_loader",
+    "ckdlearn.augmentation": "CTAugment", "ckdlearn.loaders": "batch_loader",
+    "ckdlearn.callbacks": "CosineAnnealing SeriesEarlyStopping",
+    # Where files written before the move name them: still trusted, still importable.
+    "ckdlearn.estimator": "CosineAnnealing batch_loader",
     "ckdlearn.over_sampling": "LeanSMOTE", "sklearn.pipeline": "Pipeline",
     "imblearn.pipeline": "Pipeline", "sklearn.neighbors": "NearestNeighbors",
     "torch": "device", "torch.nn": "CrossEntropyLoss NLLLoss", "torch.utils.data": "DataLoader",
@@ -118,8 +121,11 @@ def _trusted():
     not the classifier, which skops never builds (skorch's ``__setstate__`` unpickles)."""
     basics = [dict, list, tuple, str, int, float, bool, np.ndarray]
     basics += [np.dtype(code).type for code in "?bhilqBHILQefdU"]  # numpy scalars
-    return frozenset(f"{obj.__module__}.{obj.__name__}" for obj in basics + [
-        obj for obj in _allow_list().values() if obj is not CKDNetClassifier])
+    allowed = {name: obj for name, obj in _allow_list().items() if obj is not CKDNetClassifier}
+    # By where each object is defined (what skops writes now), and by the
+    # allowed import paths, which older files may have written for it.
+    return frozenset([f"{obj.__module__}.{obj.__name__}" for obj in basics + list(allowed.values())]
+                     + list(allowed))
 
 
 def supported_classes():

@@ -518,7 +518,7 @@ def plot_randomisation_test(results, *, methods=None, image_index=0, metric="spe
     Parameters
     ----------
     results : Bunch or sequence of Bunch
-        What :func:`ckdlearn.cam.randomisation_test` returns; several
+        What :func:`ckdlearn.explanation.randomisation_test` returns; several
         results on the same images (e.g. the cascading and the label test)
         are drawn one after the other.
     methods : list of str or None, default=None
@@ -545,7 +545,7 @@ def plot_randomisation_test(results, *, methods=None, image_index=0, metric="spe
     --------
     >>> import numpy as np
     >>> import ckdlearn
-    >>> from ckdlearn.cam import randomisation_test
+    >>> from ckdlearn.explanation import randomisation_test
     >>> from ckdlearn.plotting import plot_randomisation_test
     >>> rng = np.random.RandomState(0)
     >>> X, y = rng.rand(20, 16 * 16).astype(np.float32), np.repeat(["Cyst", "Stone"], 10)

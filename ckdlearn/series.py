@@ -10,7 +10,8 @@ import numbers
 
 import numpy as np
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from .utils._param_validation import Interval, StrOptions, validate_params
 
 __all__ = ["aggregate_series"]
 

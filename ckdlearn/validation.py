@@ -13,7 +13,8 @@ import numbers
 
 import numpy as np
 from scipy import sparse
-from sklearn.utils._param_validation import Interval
+
+from .utils._param_validation import Interval
 
 __all__ = ["IntegerInterval", "as_image_batch", "check_images", "resolve_image_shape"]
 

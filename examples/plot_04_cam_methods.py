@@ -5,7 +5,7 @@ Grad-CAM and its relatives on the four classes
 
 Class activation maps explain a CNN's prediction with a heatmap over the
 input. ckdlearn offers the methods of pytorch-grad-cam by name
-(:data:`ckdlearn.cam.CAM_METHODS`). They weigh the feature maps of the
+(:data:`ckdlearn.explanation.CAM_METHODS`). They weigh the feature maps of the
 same layer differently, and they do not agree. This example trains a small
 network and draws several methods side by side on one held-out slice of
 each class.

@@ -4,7 +4,7 @@ Are the heatmaps faithful? Measuring explanations
 =================================================
 
 A heatmap can look convincing without showing what the network relies on.
-:func:`ckdlearn.cam.faithfulness_scores` tests each map against the
+:func:`ckdlearn.explanation.faithfulness_scores` tests each map against the
 network: it removes the pixels the map ranks most relevant (filling them
 in from their neighbours) and measures how much the explained class's
 probability drops. This example compares CAM methods with two baselines
@@ -50,7 +50,7 @@ explained = rng.choice(test, size=min(24, len(test)), replace=False)
 # faithful; around zero, the map marks pixels the network does not need.
 # The images and class indices go in as the network sees them
 # (:meth:`~ckdlearn.CKDNetClassifier.to_images`).
-from ckdlearn.cam import faithfulness_scores
+from ckdlearn.explanation import faithfulness_scores
 
 images = clf.to_images(X[explained])
 methods = ["gradcam", "hirescam", "layercam", "eigencam"]

@@ -7,8 +7,8 @@ A heatmap that explains a prediction must change when what the network
 learned is destroyed. Adebayo et al. (NeurIPS 2018, "Sanity checks for
 saliency maps") found that some saliency methods barely change when the
 weights are re-initialised: their maps show the image (its edges, its
-bright spots), not the model. :func:`ckdlearn.cam.randomisation_test` runs
-their two checks for any CAM method of :data:`ckdlearn.cam.CAM_METHODS`:
+bright spots), not the model. :func:`ckdlearn.explanation.randomisation_test` runs
+their two checks for any CAM method of :data:`ckdlearn.explanation.CAM_METHODS`:
 
 * **cascading model-parameter randomisation**: on a copy of the network,
   re-initialise the classifier head, then each block below it in turn;
@@ -37,7 +37,7 @@ import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.cam import randomisation_test
+from ckdlearn.explanation import randomisation_test
 from ckdlearn.datasets import load_ct_kidney_sample
 
 torch.set_num_threads(1)  # small networks: one thread wastes least on a shared machine

@@ -331,3 +331,14 @@ def test_estimator_must_fit_and_predict(data):
     X, y, groups = data
     with pytest.raises(TypeError, match="implementing 'fit' and 'predict'"):
         evaluate(SMOTE(), X, y, groups=groups)
+
+
+def test_shared_series_warning_names_an_iterable_cv_without_its_indices():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.RandomState(0)
+    X, y, groups = rng.rand(40, 16).astype(np.float32), np.repeat([0, 1], 20), np.arange(40) % 5
+    splits = [(np.r_[0:15, 20:35], np.r_[15:20, 35:40]), (np.r_[5:20, 25:40], np.r_[0:5, 20:25])]
+    with pytest.warns(LeakageWarning, match=r"the \(train, test\) splits given as cv does not") as record:
+        evaluate(LogisticRegression(), X, y, groups=groups, cv=splits, audit=False)
+    assert record[0].filename == __file__  # the caller's line, not a wrapper's

@@ -20,7 +20,7 @@ from torch import nn
 
 import ckdlearn
 from ckdlearn import CKDNetClassifier, PaperCNN
-from ckdlearn.cam import (
+from ckdlearn.explanation import (
     CAM_METHODS,
     FAITHFULNESS_METRICS,
     compute_heatmaps,
@@ -33,7 +33,7 @@ from helpers import tiny_classifier as tiny
 
 torch.set_num_threads(1)
 
-explain_module = importlib.import_module("ckdlearn.cam")
+EXPLANATION_MODULES = ["_cam", "_explain", "_faithfulness", "_localisation", "_network", "_sanity"]
 
 SIZE = 16
 
@@ -658,8 +658,38 @@ def test_heatmap_energy_in_mask():
 
 
 def test_docstring_examples():
-    results = doctest.testmod(explain_module, optionflags=doctest.ELLIPSIS)
-    assert results.attempted > 0 and results.failed == 0
+    attempted = 0
+    for name in EXPLANATION_MODULES:
+        module = importlib.import_module(f"ckdlearn.explanation.{name}")
+        results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert results.failed == 0, name
+        attempted += results.attempted
+    assert attempted > 0
+
+
+def test_the_old_cam_module_still_works_and_warns():
+    import sys
+
+    import ckdlearn.explanation
+
+    sys.modules.pop("ckdlearn.cam", None)
+    with pytest.warns(FutureWarning, match="ckdlearn.cam is deprecated.*ckdlearn.explanation"):
+        from ckdlearn.cam import compute_heatmaps as old_compute_heatmaps
+    assert old_compute_heatmaps is compute_heatmaps
+    old = importlib.import_module("ckdlearn.cam")
+    for name in ckdlearn.explanation.__all__:
+        assert getattr(old, name) is getattr(ckdlearn.explanation, name)
+    assert ckdlearn.explain is ckdlearn.explanation.explain
+
+
+def test_the_library_does_not_import_the_deprecated_module():
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('error', FutureWarning); import ckdlearn, sys; "
+            "ckdlearn.explain; ckdlearn.CKDNetClassifier; import ckdlearn.persistence, "
+            "ckdlearn.plotting, ckdlearn.cli; assert 'ckdlearn.cam' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- sanity checks: randomisation tests --------------------------------------
@@ -868,3 +898,15 @@ def test_plot_randomisation_test(fitted, data, cascade):
     other = randomisation_test(fitted, make_square_images(4, seed=5)[0], methods=["gradcam"])
     with pytest.raises(ValueError, match="different images"):
         plot_randomisation_test([cascade, other])
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_per_image_methods_draw_no_progress_bar(method, capfd):
+    from ckdlearn.nets import CKDNet
+
+    torch.manual_seed(0)
+    net = CKDNet(n_classes=2, width=4, depth=2)
+    images = np.random.RandomState(0).rand(3, 1, 16, 16).astype(np.float32)
+    heatmaps, _ = compute_heatmaps(net, images, method=method)
+    assert heatmaps.shape == (3, 16, 16)
+    assert capfd.readouterr().err == ""

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from ckdlearn.cam import compute_heatmaps, faithfulness_scores
+from ckdlearn.explanation import compute_heatmaps, faithfulness_scores
 from ckdlearn.datasets import load_ct_kidney, read_images
 from ckdlearn.metrics import (
     accuracy_at_coverage,

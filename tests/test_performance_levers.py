@@ -21,7 +21,7 @@ from skorch.dataset import Dataset, ValidSplit
 from torch.utils.data import DataLoader
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.estimator import batch_loader
+from ckdlearn.loaders import batch_loader
 
 from helpers import tiny_classifier
 
@@ -228,3 +228,11 @@ def test_bf16_on_cuda_trains_and_predicts(blob_data):  # pragma: no cover - no G
     proba = clf.predict_proba(X)
     assert proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-3)
+
+
+def test_moved_names_keep_their_old_import_path():
+    import ckdlearn.callbacks
+    import ckdlearn.estimator
+
+    assert ckdlearn.estimator.batch_loader is batch_loader
+    assert ckdlearn.estimator.CosineAnnealing is ckdlearn.callbacks.CosineAnnealing

@@ -452,6 +452,23 @@ def test_missing_file_and_folder(tmp_path):
         load(tmp_path)
 
 
+def test_files_naming_where_moved_names_lived_still_load(tmp_path, model_file):
+    # batch_loader and CosineAnnealing moved out of ckdlearn.estimator; files
+    # written before the move name them there.
+    from ckdlearn.loaders import batch_loader
+
+    def old_homes(schema):
+        found = list(nodes(schema, "ckdlearn.loaders.batch_loader"))
+        assert found
+        for node in found:
+            node["__module__"] = "ckdlearn.estimator"
+
+    old = edited(model_file, tmp_path / "old.ckdl", "schema.json", old_homes)
+    assert load(old).get_params()["iterator_train"] is batch_loader
+    assert {"ckdlearn.estimator.CosineAnnealing", "ckdlearn.callbacks.CosineAnnealing"} <= set(
+        supported_classes())
+
+
 @pytest.mark.parametrize(
     "original, replacement",
     [

@@ -115,6 +115,20 @@ def test_early_stopping_restores_the_best_epoch():
                for name, weights in recorder.epochs[-1].items())
 
 
+def test_routed_early_stopping_patience_is_respected():
+    X, y, groups = coded_series()
+    shuffled = np.random.RandomState(1).permutation(y)  # unrelated to the images
+    settings = dict(max_epochs=30, lr=0.05, validation=0.25, early_stopping=20)
+    routed = tiny(**settings, callbacks__early_stopping__patience=2).fit(X, shuffled, groups=groups)
+    stopping = dict(routed.callbacks_)["early_stopping"]
+    assert stopping.patience == 2
+    # It stopped two epochs after the best one, not twenty.
+    assert len(routed.history_) == stopping.best_epoch_ + 2 < 30
+    unrouted = tiny(**settings).fit(X, shuffled, groups=groups)
+    assert dict(unrouted.callbacks_)["early_stopping"].patience == 20
+    assert len(unrouted.history_) > len(routed.history_)
+
+
 def test_temperature_calibrates_without_changing_predictions():
     X, y, groups = coded_series()
     calibrated = tiny(max_epochs=4, validation=0.25, lr=1e-2).fit(X, y, groups=groups)

@@ -11,6 +11,7 @@ scores computed from them.
 """
 
 import inspect
+import numbers
 import time
 import warnings
 
@@ -24,12 +25,6 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import cross_validate
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import (
-    HasMethods,
-    StrOptions,
-    validate_parameter_constraints,
-    validate_params,
-)
 
 from .._fingerprints import DEFAULT_NEAR_THRESHOLD
 from ..metrics import (
@@ -40,6 +35,12 @@ from ..metrics import (
 )
 from ..pipeline import final_step_input
 from ..series import aggregate_series
+from ..utils._param_validation import (
+    HasMethods,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 from ..validation import IntegerInterval, check_images
 from ._leakage import (
     FINGERPRINT_CONSTRAINTS,
@@ -334,26 +335,93 @@ def _check_data(X, y, groups):
     return X, y, groups
 
 
-def _describe_cv(cv):
-    # sklearn wraps an iterable of splits; its repr would print every index.
-    if type(cv).__name__ == "_CVIterableWrapper":
+def _describe_cv(cv, splitter):
+    """How messages name the splitting: the user's ``cv`` resolved to ``splitter``."""
+    # An iterable of (train, test) splits, as check_cv tells them apart:
+    # its wrapper's repr would print every index.
+    if cv is not None and not isinstance(cv, numbers.Integral) and not hasattr(cv, "split"):
         return "the (train, test) splits given as cv"
-    return f"cv={cv!r}"
+    return f"cv={splitter!r}"
 
 
-def _warn_if_groups_shared(splits, groups, cv):
+def _warn_if_groups_shared(splits, groups, described_cv):
     shared = sum(
         len(np.intersect1d(groups[train], groups[test])) > 0 for train, test in splits
     )
     if shared:
         warnings.warn(
             f"In {shared} of {len(splits)} folds the same scan series (groups) "
-            f"appear in both training and test data: {_describe_cv(cv)} does "
+            f"appear in both training and test data: {described_cv} does "
             "not keep groups whole. Use a group-aware splitter such as "
             "StratifiedGroupKFold, or pass an integer cv.",
             LeakageWarning,
-            stacklevel=3,
+            stacklevel=5,  # evaluate's caller, past validate_params
         )
+
+
+def _checked_splits(X, y, groups, cv):
+    """The splitter and its (train, test) indices, after warning about
+    missing or shared scan series and refusing one-class training folds."""
+    if groups is None:
+        warnings.warn(
+            "evaluate() got no groups, so the folds split CT slices without "
+            "regard to scan series. Adjacent slices of one series are near "
+            "duplicates: with slices of the same scan on both sides of a "
+            "split, the score measures recognition of scans already seen, not "
+            "accuracy on new patients (a CNN scoring 100% this way scored "
+            "0.56 on unseen series). Pass groups= with one scan-series "
+            "id per image, e.g. load_ct_kidney(...).groups or "
+            "ckdlearn.model_selection.infer_scan_groups(...).",
+            LeakageWarning,
+            stacklevel=4,  # evaluate's caller, past validate_params
+        )
+    splitter = resolve_cv(cv, y, groups)
+    splits = split_indices(splitter, X, y, groups)
+    if groups is not None:
+        _warn_if_groups_shared(splits, groups, _describe_cv(cv, splitter))
+    for k, (train, _) in enumerate(splits):
+        if len(np.unique(y[train])) < 2:
+            raise ValueError(
+                f"Fold {k + 1} of {_describe_cv(cv, splitter)} trains on one class only "
+                f"({np.unique(y[train]).tolist()}); a classifier needs two. Use fewer "
+                "folds or a stratified splitter."
+            )
+    return splitter, splits
+
+
+def _extra_scoring(scoring):
+    """The user's ``scoring`` without the metrics evaluate computes itself."""
+    if isinstance(scoring, dict):
+        return {name: scorer for name, scorer in scoring.items() if name not in _BUILTIN_METRICS}
+    if isinstance(scoring, (list, tuple, set)):
+        return [name for name in scoring if name not in _BUILTIN_METRICS]
+    if isinstance(scoring, str) and scoring in _BUILTIN_METRICS:
+        return None
+    return scoring
+
+
+def _extra_scores(scoring, extras):
+    """Per-fold scores of the extra ``scoring``, from cross_validate's result."""
+    if not scoring:
+        return {}
+    if isinstance(scoring, str) or callable(scoring):
+        return {scoring if isinstance(scoring, str) else "score": extras["test_score"]}
+    return {name: extras[f"test_{name}"] for name in scoring}
+
+
+def _fold_scores(y, splits, predictions, classes, n_bins, has_proba):
+    """The built-in metrics, precision and recall of each fold."""
+    fold_scores = {name: [] for name in _BUILTIN_METRICS[: 4 if has_proba else 2]}
+    fold_precision, fold_recall = [], []
+    for (_, test), (y_pred, y_proba) in zip(splits, predictions):
+        scores, precision, recall = _scores(
+            y[test], y_pred, y_proba if has_proba else None, classes, n_bins
+        )
+        for name in fold_scores:
+            fold_scores[name].append(scores[name])
+        fold_precision.append(precision)
+        fold_recall.append(recall)
+    return fold_scores, fold_precision, fold_recall
 
 
 def _audit(X, splits, image_shape, audit_params):
@@ -550,38 +618,10 @@ def evaluate(
     (60, 2)
     """
     X, y, groups = _check_data(X, y, groups)
-    if groups is None:
-        warnings.warn(
-            "evaluate() got no groups, so the folds split CT slices without "
-            "regard to scan series. Adjacent slices of one series are near "
-            "duplicates: with slices of the same scan on both sides of a "
-            "split, the score measures recognition of scans already seen, not "
-            "accuracy on new patients (a CNN scoring 100% this way scored "
-            "0.56 on unseen series). Pass groups= with one scan-series "
-            "id per image, e.g. load_ct_kidney(...).groups or "
-            "ckdlearn.model_selection.infer_scan_groups(...).",
-            LeakageWarning,
-            stacklevel=2,
-        )
-    splitter = resolve_cv(cv, y, groups)
-    splits = split_indices(splitter, X, y, groups)
-    if groups is not None:
-        _warn_if_groups_shared(splits, groups, splitter)
-    for k, (train, _) in enumerate(splits):
-        if len(np.unique(y[train])) < 2:
-            raise ValueError(
-                f"Fold {k + 1} of {_describe_cv(splitter)} trains on one class only "
-                f"({np.unique(y[train]).tolist()}); a classifier needs two. Use fewer "
-                "folds or a stratified splitter."
-            )
+    splitter, splits = _checked_splits(X, y, groups, cv)
     leakage = _audit(X, splits, image_shape, audit_params) if audit else None
 
-    if isinstance(scoring, dict):
-        scoring = {name: scorer for name, scorer in scoring.items() if name not in _BUILTIN_METRICS}
-    elif isinstance(scoring, (list, tuple, set)):
-        scoring = [name for name in scoring if name not in _BUILTIN_METRICS]
-    elif isinstance(scoring, str) and scoring in _BUILTIN_METRICS:
-        scoring = None
+    scoring = _extra_scoring(scoring)
     # Estimators whose fit takes groups (ckdlearn's pipeline and classifier,
     # to hold validation series out) get each training fold's.
     takes_groups = groups is not None and "groups" in inspect.signature(estimator.fit).parameters
@@ -590,12 +630,6 @@ def evaluate(
         return_estimator=True, error_score="raise", verbose=verbose,
         params={"groups": groups} if takes_groups else None,
     )
-    if not scoring:
-        extra_scores = {}
-    elif isinstance(scoring, str) or callable(scoring):
-        extra_scores = {scoring if isinstance(scoring, str) else "score": extras["test_score"]}
-    else:
-        extra_scores = {name: extras[f"test_{name}"] for name in scoring}
 
     classes = np.unique(y)
     predictions, predict_time = [], []
@@ -605,17 +639,9 @@ def evaluate(
         predict_time.append(time.perf_counter() - started)
     has_proba = all(proba is not None for _, proba in predictions)
 
-    fold_scores = {name: [] for name in _BUILTIN_METRICS[: 4 if has_proba else 2]}
-    fold_precision, fold_recall = [], []
-    for (_, test), (y_pred, y_proba) in zip(splits, predictions):
-        scores, precision, recall = _scores(
-            y[test], y_pred, y_proba if has_proba else None, classes, n_bins
-        )
-        for name in fold_scores:
-            fold_scores[name].append(scores[name])
-        fold_precision.append(precision)
-        fold_recall.append(recall)
-    fold_scores.update(extra_scores)
+    fold_scores, fold_precision, fold_recall = _fold_scores(
+        y, splits, predictions, classes, n_bins, has_proba)
+    fold_scores.update(_extra_scores(scoring, extras))
 
     y_true = np.concatenate([y[test] for _, test in splits])
     y_pred = np.concatenate([y_pred for y_pred, _ in predictions])

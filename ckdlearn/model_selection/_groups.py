@@ -13,9 +13,9 @@ import numbers
 
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from sklearn.utils._param_validation import Interval, validate_params
 
 from .._fingerprints import DEFAULT_NEAR_THRESHOLD, Fingerprints, duplicate_pairs_within
+from ..utils._param_validation import Interval, validate_params
 from ..validation import check_images
 from ._leakage import FINGERPRINT_CONSTRAINTS
 

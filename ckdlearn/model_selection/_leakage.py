@@ -19,9 +19,9 @@ from sklearn.model_selection import (
     StratifiedKFold,
     check_cv,
 )
-from sklearn.utils._param_validation import Interval, validate_params
 
 from .._fingerprints import DEFAULT_NEAR_THRESHOLD, Fingerprints, duplicate_pairs
+from ..utils._param_validation import Interval, validate_params
 from ..validation import IntegerInterval, check_images
 
 __all__ = ["LeakageWarning", "LeakageReport", "audit_leakage", "audit_cv"]

@@ -93,7 +93,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
 
     ``model``, ``files``, ``on_error`` and ``progress`` are as for
     :func:`predict_files`. The heatmap of ``method`` (one of
-    :data:`ckdlearn.cam.CAM_METHODS`) for class ``target`` (None: each
+    :data:`ckdlearn.explanation.CAM_METHODS`) for class ``target`` (None: each
     prediction) is computed at the model's input size and drawn, upsampled,
     on the slice read again from its file at ``overlay_size`` pixels, so
     the anatomy under it can be seen. Only the overlays
@@ -104,7 +104,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
     import matplotlib.pyplot as plt
     import torch
 
-    from ..cam import explain
+    from ..explanation import explain
     from ..datasets import read_images
     from ..plotting import overlay_heatmap, plot_explanations
     from ..report import figure_png

@@ -233,7 +233,7 @@ def _sanity_section(report, result, dataset, n_images=12, methods=("gradcam", "g
     """Adebayo's cascading randomisation test on out-of-fold slices of one fold."""
     if result.estimators is None:
         return
-    from ..cam import randomisation_test
+    from ..explanation import randomisation_test
     from ..plotting import plot_randomisation_test
 
     report.add_section("Do the explanations depend on what the network learned?")
@@ -283,7 +283,7 @@ def _explanation_section(report, result, dataset, cases_per_class):
     if not picked or result.estimators is None:
         report.add_text("No out-of-fold predictions to explain.")
         return
-    from ..cam import explain
+    from ..explanation import explain
     from ..plotting import plot_explanations
 
     heatmaps, scores, titles = [], [], []
