@@ -573,6 +573,59 @@ def test_read_images_12_bit_png_by_its_real_range(tmp_path):
     assert image.mean() == pytest.approx(pixels.mean(), abs=1e-3)
 
 
+def _png_with_sbit(path, significant_bits):
+    """Insert a greyscale sBIT chunk after a PNG's header chunk."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    end_of_header = 8 + 8 + 13 + 4
+    body = b"sBIT" + bytes([significant_bits])
+    chunk = struct.pack(">I", 1) + body + struct.pack(">I", zlib.crc32(body))
+    path.write_bytes(data[:end_of_header] + chunk + data[end_of_header:])
+
+
+def test_16_bit_png_of_8_bit_values_reads_as_the_8_bit_file_and_warns(tmp_path):
+    # Saved without scaling (Image.fromarray(a.astype(np.uint16))), they read
+    # 16x too dark (divided by 4095) and the prediction changed.
+    pixels = synthetic_slice(3, 0, size=32)
+    stored = np.rint(pixels * 255).astype(np.uint8)
+    Image.fromarray(stored).save(tmp_path / "eight.png")
+    Image.fromarray(stored.astype(np.uint16)).save(tmp_path / "wide.png")
+    Image.fromarray(stored.astype(np.uint16)).save(tmp_path / "wide.tif")
+    eight = read_images([tmp_path / "eight.png"], image_size=32)[0]
+    with pytest.warns(UserWarning, match=r"2 image file\(s\) .*only values 0-255.*wide\.png.*"
+                                         r"read as 8-bit images.*bit_depth=16") as caught:
+        wide = read_images([tmp_path / "wide.png", tmp_path / "wide.tif"], image_size=32)
+    assert len(caught) == 1  # one warning for all files
+    for image in wide:
+        np.testing.assert_allclose(image, eight, atol=1e-6)
+    assert eight.mean() > 0.1
+    # The override keeps the stored depth, silently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dark = read_images([tmp_path / "wide.png"], image_size=32, bit_depth=16)[0]
+    np.testing.assert_allclose(dark, eight * 255 / 65535, atol=1e-6)
+    with pytest.raises(ValueError, match="bit_depth must be 8, 12, 16 or None"):
+        read_images([tmp_path / "wide.png"], bit_depth=10)
+
+
+def test_true_12_and_16_bit_files_read_by_their_depth_without_warning(tmp_path):
+    pixels = synthetic_slice(4, 0, size=32)
+    Image.fromarray(np.rint(pixels * 4095).astype(np.uint16)).save(tmp_path / "ct12.png")
+    Image.fromarray(np.rint(pixels * 65535).astype(np.uint16)).save(tmp_path / "ct16.png")
+    Image.fromarray(np.rint(pixels * 65535).astype(np.uint16)).save(tmp_path / "ct16.tif")
+    # A 10-bit image that says so (PNG sBIT) is read by its 1023, not 4095.
+    Image.fromarray(np.rint(pixels * 1023).astype(np.uint16)).save(tmp_path / "ct10.png")
+    _png_with_sbit(tmp_path / "ct10.png", 10)
+    names = ["ct12.png", "ct16.png", "ct16.tif", "ct10.png"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = read_images([tmp_path / name for name in names], image_size=32)
+    for name, image in zip(names, images):
+        np.testing.assert_allclose(image, pixels, atol=1 / 1023, err_msg=name)
+
+
 def test_read_images_float_tiff_by_its_real_range(tmp_path):
     # A float TIFF in [0, 1] was converted to 8 bits and read all black.
     pixels = synthetic_slice(5, 0, size=32)
