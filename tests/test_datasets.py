@@ -24,11 +24,7 @@ from ckdlearn.datasets import (
 )
 from ckdlearn.datasets._fetch import KAGGLE_HANDLE
 
-SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-kidney"
-DATASET_NAME = "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
-requires_shared_data = pytest.mark.skipif(
-    not SHARED_ROOT.is_dir(), reason=f"shared CT KIDNEY data not found at {SHARED_ROOT}"
-)
+from helpers import DATASET_NAME, SHARED_ROOT, requires_shared_data, skip_message
 CLASSES = ["Cyst", "Normal", "Stone", "Tumor"]
 REAL_COUNTS = {"Cyst": 989, "Normal": 1622, "Stone": 476, "Tumor": 792}
 
@@ -147,8 +143,8 @@ def ct_small_path():
 
 @pytest.fixture(scope="module")
 def real32():
-    if not SHARED_ROOT.is_dir():
-        pytest.skip(f"shared CT KIDNEY data not found at {SHARED_ROOT}")
+    if SHARED_ROOT is None:
+        pytest.skip(skip_message())
     return load_ct_kidney(SHARED_ROOT, image_size=32, verbose=False)
 
 
@@ -859,3 +855,26 @@ def test_docstring_examples_run(module_name):
     module = sys.modules.get(module_name) or __import__(module_name, fromlist=["_"])
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+# --- CKDLEARN_DATA ------------------------------------------------------------
+
+
+def test_local_data_folder_follows_ckdlearn_data_then_the_default(tmp_path, monkeypatch):
+    from ckdlearn.datasets import local_data_folder
+    from ckdlearn.datasets._local import not_found_message
+
+    home, default = tmp_path / "home", tmp_path / "default"
+    (home / "ct-kidney").mkdir(parents=True)
+    (default / "ct-kidney-full").mkdir(parents=True)
+    monkeypatch.delenv("CKDLEARN_DATA", raising=False)
+    assert local_data_folder("ct-kidney", default=default) is None
+    assert local_data_folder("ct-kidney-full", default=default) == default / "ct-kidney-full"
+    assert local_data_folder("ct-kidney") is None
+    assert "CKDLEARN_DATA is not set" in not_found_message("ct-kidney", default=default)
+    monkeypatch.setenv("CKDLEARN_DATA", str(home))
+    assert local_data_folder("ct-kidney", default=default) == home / "ct-kidney"
+    assert local_data_folder("ct-kidney-full", default=default) is None  # the variable wins
+    message = not_found_message("ct-kidney-full", default=default)
+    assert f"no ct-kidney-full/ in {home} (from CKDLEARN_DATA)" in message
+    assert "set CKDLEARN_DATA to the folder holding ct-kidney-full/" in message

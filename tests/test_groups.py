@@ -1,7 +1,5 @@
 """Tests of ckdlearn.model_selection.infer_scan_groups."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -9,10 +7,7 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold
 
 from ckdlearn.model_selection import audit_cv, audit_leakage, infer_scan_groups
 
-SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-kidney"
-requires_shared_data = pytest.mark.skipif(
-    not SHARED_ROOT.is_dir(), reason=f"shared CT KIDNEY data not found at {SHARED_ROOT}"
-)
+from helpers import SHARED_ROOT, requires_shared_data, skip_message
 
 
 def smooth_series(seed, n_slices, size=32, drift=0.002):
@@ -297,8 +292,8 @@ def test_shipped_sample_groups_are_reproduced():
 
 @pytest.fixture(scope="module")
 def real_dataset():
-    if not SHARED_ROOT.is_dir():
-        pytest.skip(f"shared CT KIDNEY data not found at {SHARED_ROOT}")
+    if SHARED_ROOT is None:
+        pytest.skip(skip_message())
     from ckdlearn.datasets import load_ct_kidney
 
     return load_ct_kidney(SHARED_ROOT, image_size=32, verbose=False)

@@ -6,16 +6,19 @@
 - :func:`load_ct_kidney_sample` returns a small real subset shipped with
   ckdlearn, for demos, docs and tests.
 - :func:`read_images` reads a list of slice files into one array.
+- :func:`local_data_folder` finds a local copy named by ``CKDLEARN_DATA``.
 """
 
 from ._ct_kidney import load_ct_kidney
 from ._fetch import fetch_ct_kidney
 from ._io import read_images
+from ._local import local_data_folder
 from ._sample import load_ct_kidney_sample
 
 __all__ = [
     "fetch_ct_kidney",
     "load_ct_kidney",
     "load_ct_kidney_sample",
+    "local_data_folder",
     "read_images",
 ]
