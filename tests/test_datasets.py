@@ -90,8 +90,9 @@ def tiny_dataset(tmp_path):
     return write_dataset(tmp_path / "tiny")
 
 
-def write_ct_dicom(path, hounsfield, *, slope=1.0, intercept=-1024.0):
-    """Write a minimal single-frame CT DICOM with the given HU values."""
+def write_ct_dicom(path, hounsfield, *, slope=1.0, intercept=-1024.0, **identifiers):
+    """Write a minimal single-frame CT DICOM with the given HU values (and
+    identifiers such as ``PatientID``)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -116,6 +117,8 @@ def write_ct_dicom(path, hounsfield, *, slope=1.0, intercept=-1024.0):
     dataset.RescaleSlope = slope
     dataset.RescaleIntercept = intercept
     dataset.PixelData = stored.tobytes()
+    for keyword, value in identifiers.items():
+        setattr(dataset, keyword, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     if int(pydicom.__version__.split(".")[0]) >= 3:
         dataset.save_as(path, enforce_file_format=True)
@@ -284,8 +287,9 @@ def test_sample_fields_and_sizes():
     assert sample.skipped == [] and sample.root is None
     assert set(sample.keys()) == {
         "data", "images", "target", "target_names", "filenames",
-        "groups", "skipped", "root", "DESCR",
+        "groups", "groups_source", "groups_diagnostics", "skipped", "root", "DESCR",
     }
+    assert set(sample.groups_source) == {"inferred"} and sample.groups_diagnostics["reliable"]
     assert "CC BY 4.0" in sample.DESCR
 
 
@@ -708,6 +712,38 @@ def test_load_ct_kidney_on_dicom_class_folders(tmp_path):
     assert dataset.images.shape == (6, 8, 8)
     np.testing.assert_allclose(dataset.images[0], (-99 + 160) / 400, atol=1e-6)
     assert dataset.groups.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_dicom_slices_are_grouped_by_patient_then_study_then_series(tmp_path):
+    # A patient's two series are one group, whatever the file numbering and
+    # however different the images; files without identifiers are inferred.
+    from pydicom.uid import generate_uid
+
+    root = tmp_path / "dicom"
+    study, series = generate_uid(), generate_uid()
+    files = [
+        ("Normal/IM-0001-0001.dcm", {"PatientID": "P1", "SeriesInstanceUID": generate_uid()}),
+        ("Normal/IM-0002-0007.dcm", {"PatientID": "P1", "SeriesInstanceUID": generate_uid()}),
+        ("Normal/IM-0003-0001.dcm", {"PatientID": "P2"}),
+        ("Tumor/IM-0001-0001.dcm", {"PatientID": "", "StudyInstanceUID": study}),
+        ("Tumor/IM-0001-0002.dcm", {"StudyInstanceUID": study}),
+        ("Tumor/IM-0009-0001.dcm", {"SeriesInstanceUID": series}),
+        ("Tumor/IM-0010-0001.dcm", {}),
+    ]
+    for number, (name, identifiers) in enumerate(files):
+        write_ct_dicom(root / name, np.full((16, 16), -300.0 + 90 * number), **identifiers)
+    dataset = load_ct_kidney(root, image_size=8)
+    assert dataset.groups.tolist() == [0, 0, 1, 2, 2, 3, 4]
+    assert dataset.groups_source.tolist() == [
+        "dicom:PatientID", "dicom:PatientID", "dicom:PatientID",
+        "dicom:StudyInstanceUID", "dicom:StudyInstanceUID", "dicom:SeriesInstanceUID",
+        "inferred",
+    ]
+    assert dataset.groups_diagnostics["source"] == {
+        "dicom:PatientID": 3, "dicom:StudyInstanceUID": 2, "dicom:SeriesInstanceUID": 1,
+        "inferred": 1,
+    }
+    assert dataset.groups_diagnostics["n_groups"] == 5
 
 
 def test_bad_dicom_files(tmp_path):

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from ..model_selection import infer_scan_groups
+from ..model_selection._groups import resolve_scan_groups
 from ._bunch import load_descr, make_dataset
 from ._io import decode_into, drop_rows, warn_skipped
 from ._layout import CSV_NAME, list_dataset_files
@@ -91,9 +91,23 @@ def load_ct_kidney(
             Path of each slice relative to ``root``, e.g.
             ``'Cyst/Cyst- (1).jpg'``.
         groups : ndarray of shape (n_slices,), int64
-            Scan-series id of each slice, from
-            :func:`ckdlearn.model_selection.infer_scan_groups` with its
-            default thresholds; pass it to ``StratifiedGroupKFold``.
+            Scan-series id of each slice; pass it to
+            ``StratifiedGroupKFold``. DICOM slices are grouped by
+            ``PatientID`` (else ``StudyInstanceUID``, else
+            ``SeriesInstanceUID``), so a patient's scans are one group;
+            other slices by :func:`ckdlearn.model_selection.infer_scan_groups`
+            with its default thresholds, which warns
+            (:class:`~ckdlearn.model_selection.ScanGroupingWarning`) where
+            the inference is unreliable.
+        groups_source : ndarray of str
+            Where each slice's group came from: ``"dicom:PatientID"``,
+            ``"dicom:StudyInstanceUID"``, ``"dicom:SeriesInstanceUID"`` or
+            ``"inferred"``.
+        groups_diagnostics : dict
+            JSON-ready: ``source`` (slices per source), ``reliable``,
+            ``reasons`` (why the inferred groups may not keep scans whole),
+            ``n_slices``, ``n_groups`` and ``inferred`` (the diagnostics of
+            :func:`~ckdlearn.model_selection.infer_scan_groups`).
         skipped : list of (str, str)
             ``(relative path, reason)`` of every file left out: rows of
             ``kidneyData.csv`` without a file, and unreadable files with
@@ -173,12 +187,10 @@ def load_ct_kidney(
 
     n_slices = len(files.relative_paths)
     images = np.empty((n_slices, image_size, image_size), dtype=np.float32)
+    sizes = np.zeros((n_slices, 2), dtype=np.int64)
+    paths = [str(files.root / relative) for relative in files.relative_paths]
     failures = decode_into(
-        [str(files.root / relative) for relative in files.relative_paths],
-        images,
-        on_error=on_error,
-        n_jobs=n_jobs,
-        verbose=verbose,
+        paths, images, on_error=on_error, n_jobs=n_jobs, verbose=verbose, sizes=sizes
     )
     failed = [index for index, _, _ in failures]
     images = drop_rows(images, failed)
@@ -194,7 +206,12 @@ def load_ct_kidney(
         warn_skipped(skipped, root=files.root)
 
     # (data, target) callers have no use for the groups: skip inferring them.
-    groups = None if return_X_y else infer_scan_groups(images, filenames)
+    groups = sources = diagnostics = None
+    if not return_X_y:
+        groups, sources, diagnostics = resolve_scan_groups(
+            images, filenames, paths=[p for p, kept in zip(paths, keep) if kept],
+            image_sizes=sizes[keep],
+        )
     return make_dataset(
         images,
         target,
@@ -205,6 +222,8 @@ def load_ct_kidney(
         skipped=skipped,
         root=str(files.root),
         return_X_y=return_X_y,
+        groups_source=sources,
+        groups_diagnostics=diagnostics,
     )
 
 

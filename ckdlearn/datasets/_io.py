@@ -212,8 +212,12 @@ def decode_into(
     n_jobs=None,
     verbose=None,
     bit_depth=None,
+    sizes=None,
 ):
     """Decode ``paths[i]`` into ``out[i]``; return ``(index, path, reason)`` failures.
+
+    ``sizes``, an int array of shape (n, 2), receives each file's own
+    ``(height, width)``.
 
     With ``on_error='raise'`` the first unreadable file (in path order)
     raises instead; the rows of failed files are left undefined. Files
@@ -238,9 +242,11 @@ def decode_into(
             if missing_dependency or index > earliest_failure[0]:
                 return
             try:
-                note = _read_slice_into(
+                note, size = _read_slice_into(
                     paths[index], out[index], image_size, window_level, window_width, bit_depth
                 )
+                if sizes is not None:
+                    sizes[index] = size
                 if note is not None:
                     eight_bit_values.append((index, note))
             except ImportError as exc:
@@ -349,16 +355,18 @@ def _warn_eight_bit_values(notes, paths, limit=5):
 
 
 def _read_slice_into(path, row, image_size, window_level, window_width, bit_depth=None):
-    """Decode one file into ``row``; return a note if its bit depth was
-    read against what the file says (8-bit values in a 16-bit file)."""
+    """Decode one file into ``row``; return a note if its bit depth was read
+    against what the file says (8-bit values in a 16-bit file), and the
+    file's own ``(height, width)``."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix == "" and not looks_like_dicom(path):
         raise ValueError("no file name extension and no DICOM marker: not a slice file")
     if suffix in DICOM_SUFFIXES:
         windowed = window(read_dicom_hounsfield(path), window_level, window_width)
         row[...] = resize_float(windowed, image_size)
-        return None
+        return None, windowed.shape
     with Image.open(path) as image:
+        size = image.size[::-1]
         # JPEG decodes directly at 1/2, 1/4 or 1/8 scale and only the
         # luminance channel: most of the loading speed. Other formats ignore it.
         image.draft("L", (image_size, image_size))
@@ -366,14 +374,14 @@ def _read_slice_into(path, row, image_size, window_level, window_width, bit_dept
             pixels = np.asarray(image, dtype=np.float32)
             scaled, note = _unit_range(pixels, image.mode, _declared_bits(image, path), bit_depth)
             row[...] = resize_float(scaled, image_size)
-            return note
+            return note, size
         if image.mode != "L":
             image = image.convert("L")
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), _resampling(image.size, image_size))
         # Division (not multiplication by 1/255) keeps 255 exactly at 1.0.
         np.divide(np.asarray(image), np.float32(255), out=row)
-    return None
+    return None, size
 
 
 def _declared_bits(image, path):
