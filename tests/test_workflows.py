@@ -165,3 +165,29 @@ def test_ckdlearn_train_fits_the_default_recipe():
     assert trained.pop("module__width") == inspect.signature(CKDNet).parameters["width"].default
     default = {k: v for k, v in CKDNetClassifier().get_params(deep=False).items() if k not in ignore}
     assert {k: repr(v) for k, v in trained.items()} == {k: repr(v) for k, v in default.items()}
+
+
+def test_read_groups_file_matches_names_paths_and_unique_base_names(tmp_path):
+    from ckdlearn.workflows import read_groups_file
+
+    data = tmp_path / "data"
+    csv_file = tmp_path / "groups.csv"
+    csv_file.write_text(
+        "filename,group\n"
+        "Cyst/Cyst- (1).jpg,p1\n"            # as the loader names it
+        "data/Cyst/Cyst- (2).jpg,p1\n"       # relative to the CSV's folder
+        f"{data / 'Tumor' / 'T (1).jpg'},p2\n"  # absolute
+        "T (2).jpg,p3\n"                     # a base name found once
+        "Normal/N.jpg,p4\nStone/N.jpg,p5\n"  # a base name twice: no guessing
+    )
+    names = ["Cyst/Cyst- (1).jpg", "Cyst/Cyst- (2).jpg", "Tumor/T (1).jpg", "Tumor/T (2).jpg",
+             "Normal/N.jpg"]
+    groups = read_groups_file(csv_file, names, [str(data / name) for name in names])
+    assert groups.tolist() == [0, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"1 of 1 images have no row in the groups file .*'Other/N\.jpg'"):
+        read_groups_file(csv_file, ["Other/N.jpg"], [str(data / "Other" / "N.jpg")])
+    csv_file.write_text("filename,group\nCyst/Cyst- (1).jpg,\n")
+    with pytest.raises(ValueError, match="line 2: 'Cyst/Cyst- .1..jpg' has an empty group"):
+        read_groups_file(csv_file, names[:1])
+    with pytest.raises(FileNotFoundError, match="Groups file .*missing.csv does not exist"):
+        read_groups_file(tmp_path / "missing.csv", names)
