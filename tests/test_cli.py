@@ -83,6 +83,12 @@ def test_demo_writes_report_and_model(tmp_path, capsys):
     assert "cross-validating" in stderr
     # Every score table shows the trivial baselines beside the model.
     assert "baseline: majority class" in page and "baseline: stratified chance" in page
+    # The verdict is read off the numbers: intervals over scan series, the
+    # weakest class, the scores' names in words.
+    assert "clearly learned" not in page
+    assert "resampling scan series" in page and "Weakest class:" in page
+    assert "<th>macro-F1</th>" in page and "ECE (expected calibration error)" in page
+    assert "AURC" in page and "Layers, randomised cumulatively from the top" in page
     # The Grad-CAM cases come from different scan series, and the page says
     # what to look for in them.
     gradcam = page[page.index("<h2>Grad-CAM explanations</h2>"):page.index("<h2>Leakage audit</h2>")]

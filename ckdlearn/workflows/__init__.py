@@ -20,7 +20,8 @@ _NAMES = {
     "training": ("check_training_outputs", "train", "train_folder"),
     "files": ("explain_images", "predict_files"),
     "scoring": ("baseline_predictions", "evaluate_model", "label_scores"),
-    "reporting": ("ATTRIBUTION", "REPORT_FILES", "evaluation_report", "report_evaluation"),
+    "reporting": ("ATTRIBUTION", "REPORT_FILES", "describe_sanity_check", "describe_verdict",
+                  "evaluation_report", "report_evaluation"),
     "audit": ("audit_folder",),
     "demo": ("run_demo",),
 }
