@@ -346,9 +346,9 @@ def _warn_eight_bit_values(notes, paths, limit=5):
         f"{len(paths)} image file(s) stored with more than 8 bits per pixel hold "
         f"only values 0-255: {shown}{more}. They were read as 8-bit images "
         "(divided by 255); read at their stored depth they would be about 16x "
-        "(12-bit) or 256x (16-bit) too dark. If they really are that dark, pass "
-        "bit_depth=16 (or 12) to read_images; to silence this, save 8-bit "
-        "images as 8-bit files.",
+        "(12-bit) or 256x (16-bit) too dark. If they really are that dark, read "
+        "them with read_images(..., bit_depth=16) (or 12) in Python; to silence "
+        "this, save 8-bit images as 8-bit files.",
         UserWarning,
         stacklevel=4,
     )
