@@ -38,7 +38,9 @@ from ckdlearn.pipeline import final_step_input
 from ckdlearn.pipeline import make_pipeline as ckdlearn_pipeline
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "ct-kidney"
+from common import SHARED_DATA  # noqa: E402
+
+DEFAULT_DATA = SHARED_DATA  # $CKDLEARN_DATA/ct-kidney, else ../shared/data/ct-kidney
 
 
 def mild_augment():

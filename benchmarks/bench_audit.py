@@ -17,12 +17,9 @@ import numpy as np
 
 from ckdlearn.model_selection import audit_cv, audit_leakage
 
-from common import best_of, random_slices
+from common import SHARED_DATA, best_of, random_slices
 
-DATA_DIR = (
-    Path(__file__).resolve().parents[2]
-    / "shared" / "data" / "ct-kidney" / "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
-)
+DATA_DIR = SHARED_DATA / "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
 
 
 def real_images(size):
@@ -69,7 +66,7 @@ def main():
 
     if args.real:
         if not DATA_DIR.is_dir():
-            print(f"  real data not found at {DATA_DIR}; skipped")
+            print(f"  real data not found at {DATA_DIR} (set CKDLEARN_DATA to the folder holding ct-kidney/); skipped")
             return
         X_real = real_images(args.size)
         seconds, report = timed(args.repeats, lambda: audit_leakage(X_real, X_real))

@@ -35,10 +35,9 @@ import tracemalloc
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_ROOT = HERE.parents[1] / "shared" / "data" / "ct-kidney"
 RESULTS = HERE / "RESULTS_loading.md"
 
-from common import peak_rss_bytes  # noqa: E402  (after the path constants)
+from common import SHARED_DATA as DEFAULT_ROOT, peak_rss_bytes  # noqa: E402  (after the path constants)
 
 
 def worker_time(root, image_size, n_jobs, repeats):

@@ -12,7 +12,18 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHARED_DATA = HERE.parents[1] / "shared" / "data" / "ct-kidney"
+# The folder of datasets: $CKDLEARN_DATA, else the repository's ../shared/data.
+DATA_HOME = HERE.parents[1] / "shared" / "data"
+
+
+def data_folder(name="ct-kidney"):
+    """A dataset's folder under $CKDLEARN_DATA (or ../shared/data), for --data defaults."""
+    from ckdlearn.datasets import local_data_folder
+
+    return local_data_folder(name, default=DATA_HOME) or DATA_HOME / name
+
+
+SHARED_DATA = data_folder()
 # Slices per class in the 12,446-slice full CT KIDNEY DATASET, for data of
 # the real class ratio.
 CLASS_COUNTS = {"Cyst": 3709, "Normal": 5077, "Stone": 1377, "Tumor": 2283}

@@ -53,9 +53,12 @@ RECIPES = {
 }
 
 
+from common import SHARED_DATA  # noqa: E402
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "ct-kidney"))
+    parser.add_argument("--data", default=str(SHARED_DATA))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)

@@ -43,7 +43,9 @@ from ckdlearn.explanation import CAM_METHODS, randomisation_test
 from ckdlearn.datasets import load_ct_kidney
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "ct-kidney"
+from common import SHARED_DATA  # noqa: E402
+
+DEFAULT_DATA = SHARED_DATA  # $CKDLEARN_DATA/ct-kidney, else ../shared/data/ct-kidney
 SLOW_METHODS = ("scorecam", "ablationcam")
 # A method passes a test when the mean rank correlation between its trained
 # and randomised maps is below this at every stage.

@@ -33,7 +33,9 @@ from ckdlearn.model_selection import evaluate
 from ckdlearn.pipeline import final_step_input, make_pipeline
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "ct-kidney"
+from common import SHARED_DATA  # noqa: E402
+
+DEFAULT_DATA = SHARED_DATA  # $CKDLEARN_DATA/ct-kidney, else ../shared/data/ct-kidney
 METHODS = ("entropy", "margin", "knn")
 
 

@@ -15,6 +15,7 @@ import csv
 import difflib
 import io
 import json
+import os
 import re
 import signal
 import sys
@@ -70,7 +71,8 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from .workflows.scoring import evaluate_model
 
-    scores = evaluate_model(args.model, args.data, on_error=args.on_error, progress=_say)
+    scores = evaluate_model(args.model, args.data, on_error=args.on_error, progress=_say,
+                            groups=args.groups)
     if args.format == "json":
         print(json.dumps({key: value for key, value in scores.items() if key != "report"}, indent=2))
         return
@@ -80,7 +82,7 @@ def cmd_evaluate(args):
         print(f"{name:20s} {row['accuracy']:9.3f} {row['macro_f1']:9.3f}")
     series = scores.series
     print(f"{'model, per scan':20s} {series['accuracy']:9.3f} {series['macro_f1']:9.3f}"
-          f"   ({series['n_series']} inferred scan series, one answer each)")
+          f"   ({series['n_series']} {_series_kind(scores.scan_groups)}, one answer each)")
     print(f"uncertainty: AUROC for wrong slices {scores.selective['auroc']:.3f}, "
           f"accuracy on the surest 80% {scores.selective['accuracy_at_80']:.3f}")
 
@@ -93,7 +95,7 @@ def cmd_predict(args):
         check_outputs([args.output], overwrite=args.force)
     rows, scans = predict_files(
         args.model, args.inputs, progress=_say, on_error=args.on_error,
-        abstain_below=args.abstain_below,
+        abstain_below=args.abstain_below, groups=args.groups,
     )
     for scan in scans:
         _say(f"scan {scan['scan']} ({scan['n_slices']} slices): {scan['label']} "
@@ -137,12 +139,14 @@ def cmd_audit(args):
     from .workflows.audit import audit_folder
 
     summary = audit_folder(
-        args.data, image_size=args.image_size, folds=args.folds, on_error=args.on_error, progress=_say
+        args.data, image_size=args.image_size, folds=args.folds, on_error=args.on_error, progress=_say,
+        groups=args.groups,
     )
     if args.format == "json":
         print(json.dumps(summary, indent=2))
         return
-    print(f"{summary['n_images']} images in {summary['n_scan_series']} inferred scan series")
+    print(f"{summary['n_images']} images in {summary['n_scan_series']} "
+          f"{_series_kind(summary['scan_groups'])}")
     for name, key in (("split by scan series", "by_scan_series"), ("random slice split", "random_slices")):
         folds = summary[key]
         print(
@@ -150,6 +154,16 @@ def cmd_audit(args):
             + ", ".join(f"{fold['leaked_fraction']:.1%}" for fold in folds)
             + f"  (exact {sum(f['n_exact'] for f in folds)}, near {sum(f['n_near'] for f in folds)})"
         )
+
+
+def _series_kind(diagnostics):
+    """'inferred scan series', 'scan series from --groups', ... with a caveat."""
+    sources = diagnostics["source"]
+    if set(sources) == {"explicit"}:
+        return "scan series from --groups"
+    kinds = [name.replace("dicom:", "DICOM ") for name in sources]
+    text = "scan series (" + ", ".join(kinds) + ")" if kinds != ["inferred"] else "inferred scan series"
+    return text + ("" if diagnostics["reliable"] else "; unreliable, see the warning above")
 
 
 def cmd_reproduce_paper(args):
@@ -230,6 +244,18 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+_GROUPS_HELP = (
+    "CSV of filename,group rows giving each image's scan (or patient) group, "
+    "instead of grouping DICOM files by PatientID and inferring the rest from file numbers"
+)
+
+
+def _groups_file(text):
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"groups file {text} does not exist")
+    return text
+
+
 def build_parser():
     """The argument parser of the ``ckdlearn`` command."""
     from . import __version__
@@ -284,12 +310,14 @@ def build_parser():
     evaluate_cmd.add_argument("model", help="model file")
     evaluate_cmd.add_argument("data", help="labelled folder")
     evaluate_cmd.add_argument("--format", choices=["text", "json"], default="text")
+    evaluate_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
 
     predict_cmd = add("predict", cmd_predict, "Label image files with a saved model.", force=True, on_error=True)
     predict_cmd.add_argument("model", help="model file")
     predict_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     predict_cmd.add_argument("--format", choices=["csv", "json"], default="csv")
     predict_cmd.add_argument("--output", "-o", help="write to this file instead of stdout")
+    predict_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
     predict_cmd.add_argument(
         "--abstain-below", type=_number(float, 0.0, above=True), default=None, metavar="P",
         help="answer 'uncertain' for slices and scans whose top probability is below P",
@@ -311,6 +339,7 @@ def build_parser():
     audit_cmd.add_argument("--image-size", type=size, default=64, help="pixels per side")
     audit_cmd.add_argument("--folds", type=folds, default=5, help="folds of each split")
     audit_cmd.add_argument("--format", choices=["text", "json"], default="text")
+    audit_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
 
     paper = add("reproduce-paper", cmd_reproduce_paper,
                 "Run the seed paper's protocol beside ckdlearn's on the real data.", force=True)

@@ -610,9 +610,38 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
         them with those the network will meet (networks without BatchNorm
         are left alone).
         """
-        batches = self.get_iterator(self.get_dataset(X), training=False)
+        dataset = self.get_dataset(X)
+        if len(dataset) < 2:
+            return  # nothing to estimate from; update_bn would reset them to 0 and 1
+        batches = self.get_iterator(dataset, training=False)
         with torch.no_grad():
-            update_bn((to_tensor(Xb, device=self.device) for Xb, _ in batches), self.module_)
+            update_bn(
+                self._without_lone_batches(to_tensor(Xb, device=self.device) for Xb, _ in batches),
+                self.module_,
+            )
+
+    @staticmethod
+    def _without_lone_batches(batches):
+        """The batches, with each batch of one image joined to a neighbour.
+
+        BatchNorm in training mode cannot normalise one image whose feature
+        map has shrunk to 1 x 1 ("Expected more than 1 value per channel"):
+        33 images in batches of 32 leave such a batch at the end.
+        """
+        ready = lone = None
+        for batch in batches:
+            if lone is not None:
+                batch, lone = torch.cat([lone, batch]), None
+            if len(batch) < 2:
+                lone = batch
+                continue
+            if ready is not None:
+                yield ready
+            ready = batch
+        if lone is not None and ready is not None:
+            ready = torch.cat([ready, lone])
+        if ready is not None:
+            yield ready
 
     def _validate_parameters(self):
         validate_parameter_constraints(

@@ -26,20 +26,21 @@ CT slices: CT KIDNEY DATASET (Normal-Cyst-Tumor-Stone), Islam M. N. et al.,
 # slices as a flat float32 matrix ``data`` (what a SMOTE pipeline takes),
 # the same pixels as ``images``, class indices in ``target`` and the
 # inferred scan-series id of each slice in ``groups``. If the environment
-# variable ``CKDLEARN_DATA`` points to a copy of the full dataset, the
-# example uses that instead (and takes much longer).
-import os
+# variable ``CKDLEARN_DATA`` names a folder holding a copy of the full
+# dataset in ``ct-kidney-full/`` (see
+# :func:`~ckdlearn.datasets.local_data_folder`), the example uses that
+# instead (and takes much longer).
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ckdlearn.datasets import load_ct_kidney, load_ct_kidney_sample
+from ckdlearn.datasets import load_ct_kidney, load_ct_kidney_sample, local_data_folder
 
 torch.set_num_threads(2)  # the docs are built on a small shared machine
 
-root = os.environ.get("CKDLEARN_DATA")
-if root and os.path.isdir(root):
+root = local_data_folder("ct-kidney-full")
+if root is not None:
     dataset = load_ct_kidney(root, image_size=64)
 else:
     dataset = load_ct_kidney_sample()

@@ -4,23 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_blob_images
-
-REAL_DATA = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "ct-kidney"
-    / "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
-)
-
-
+from helpers import REAL_DATA, make_blob_images, skip_message
 
 @pytest.fixture(scope="session")
 def real_data_root():
     """The shared real CT KIDNEY folder; skips the test where it is absent."""
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real CT data not found at {REAL_DATA}")
+    if REAL_DATA is None or not REAL_DATA.is_dir():
+        pytest.skip(skip_message())
     return REAL_DATA
 
 

@@ -1,8 +1,32 @@
-"""Helpers the test modules share: tiny synthetic images and a fast classifier."""
+"""Helpers the test modules share: tiny synthetic images, a fast classifier,
+and where the real data is."""
+
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ckdlearn import CKDNetClassifier
+from ckdlearn.datasets._local import local_data_folder, not_found_message
+
+#: The repository's default folder of datasets (CI keeps them there);
+#: CKDLEARN_DATA names another.
+DEFAULT_DATA_HOME = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATASET_NAME = "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
+
+
+def shared_root(name="ct-kidney"):
+    """The local copy of a dataset (``ct-kidney/``), or None."""
+    return local_data_folder(name, default=DEFAULT_DATA_HOME)
+
+
+def skip_message(name="ct-kidney"):
+    return f"real CT data not found: {not_found_message(name, default=DEFAULT_DATA_HOME)}"
+
+
+SHARED_ROOT = shared_root()
+REAL_DATA = SHARED_ROOT / DATASET_NAME if SHARED_ROOT is not None else None
+requires_shared_data = pytest.mark.skipif(SHARED_ROOT is None, reason=skip_message())
 
 
 def make_blob_images(n_per_class=12, size=16, n_classes=3, seed=0):

@@ -83,6 +83,12 @@ def test_demo_writes_report_and_model(tmp_path, capsys):
     assert "cross-validating" in stderr
     # Every score table shows the trivial baselines beside the model.
     assert "baseline: majority class" in page and "baseline: stratified chance" in page
+    # The verdict is read off the numbers: intervals over scan series, the
+    # weakest class, the scores' names in words.
+    assert "clearly learned" not in page
+    assert "resampling scan series" in page and "Weakest class:" in page
+    assert "<th>macro-F1</th>" in page and "ECE (expected calibration error)" in page
+    assert "AURC" in page and "Layers, randomised cumulatively from the top" in page
     # The Grad-CAM cases come from different scan series, and the page says
     # what to look for in them.
     gradcam = page[page.index("<h2>Grad-CAM explanations</h2>"):page.index("<h2>Leakage audit</h2>")]
@@ -576,3 +582,72 @@ def test_ctrl_c_stops_the_demo_with_130_and_writes_nothing(tmp_path):
     assert status == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert out == "" and not out_dir.exists()
+
+
+# --- scan groups: explicit, and said when inferred unreliably -------------------------
+
+
+def test_predict_with_groups_file_keeps_each_slice_label(model_file, dataset_dir, tmp_path, capsys):
+    stone = sorted((dataset_dir / "Stone").glob("*.png"))
+    groups = tmp_path / "groups.csv"
+    groups.write_text("filename,group\n" + "".join(
+        f"{path.name},patient-{'A' if k < 3 else 'B'}\n" for k, path in enumerate(stone)))
+    status, out, err = run(["predict", model_file, dataset_dir / "Stone", "--format", "json",
+                            "--groups", groups], capsys)
+    assert status == 0, err
+    rows = json.loads(out)
+    assert [row["scan"] for row in rows] == [0] * 3 + [1] * (len(stone) - 3)
+    assert {row["scan_group_source"] for row in rows} == {"explicit"}
+    # The slice's own answer stays in "label"; the scan's is a column of its own.
+    for row in rows:
+        probabilities = {c: row[c] for c in ("Cyst", "Normal", "Stone", "Tumor")}
+        assert row["label"] == max(probabilities, key=probabilities.get)
+        assert "scan_label" in row
+
+
+def test_groups_file_missing_images_or_columns_is_a_clear_error(model_file, dataset_dir, tmp_path,
+                                                                capsys):
+    partial = tmp_path / "partial.csv"
+    partial.write_text("filename,group\nStone- (1).png,a\n")
+    status, _, err = run(["predict", model_file, dataset_dir / "Stone", "--groups", partial], capsys)
+    assert_one_line_error(status, err, "7 of 8 images have no row in the groups file",
+                          "Stone- (2).png", "Add a row 'filename,group'")
+    headless = tmp_path / "headless.csv"
+    headless.write_text("Stone- (1).png,a\n")
+    status, _, err = run(["evaluate", model_file, dataset_dir, "--groups", headless], capsys)
+    assert_one_line_error(status, err, "columns filename and group")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", str(dataset_dir), "--groups", str(tmp_path / "nope.csv")])
+    assert exit_info.value.code == 2 and "nope.csv does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_and_audit_use_the_groups_file_and_record_the_source(model_file, dataset_dir,
+                                                                      tmp_path, capsys):
+    groups = tmp_path / "groups.csv"
+    names = sorted(p.relative_to(dataset_dir).as_posix() for p in dataset_dir.rglob("*.png"))
+    groups.write_text("filename,group\n" + "".join(f"{n},{n.split('/')[0]}\n" for n in names))
+    status, out, err = run(["evaluate", model_file, dataset_dir, "--format", "json",
+                            "--groups", groups], capsys)
+    assert status == 0, err
+    scores = json.loads(out)
+    assert scores["series"]["n_series"] == 4
+    assert scores["scan_groups"]["source"] == {"explicit": len(names)}
+    assert scores["scan_groups"]["file"] == str(groups)
+    status, out, err = run(["audit", dataset_dir, "--groups", groups, "--image-size", "16",
+                            "--folds", "2"], capsys)
+    assert status == 0, err
+    assert "in 4 scan series from --groups" in out
+
+
+def test_predict_on_unrelated_files_says_the_scans_are_unreliable(model_file, dataset_dir, tmp_path,
+                                                                  capsys):
+    # One slice from each class folder, copied into one upload folder.
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    for number, name in enumerate(["Cyst", "Normal", "Stone", "Tumor"], start=1):
+        (upload / f"slice{number}.png").write_bytes((dataset_dir / name / f"{name}- (5).png").read_bytes())
+    status, out, err = run(["predict", model_file, upload, "--format", "json"], capsys)
+    assert status == 0, err
+    rows = json.loads(out)
+    assert "warning: The" in err and "may not keep each scan whole" in err
+    assert {row["scan_group_source"] for row in rows} == {"inferred (unreliable)"}

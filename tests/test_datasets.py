@@ -31,11 +31,7 @@ def read_images(*args, **kwargs):
 def load_ct_kidney(*args, **kwargs):
     return ckdlearn.datasets.load_ct_kidney(*args, **{"domain": "raw", **kwargs})
 
-SHARED_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-kidney"
-DATASET_NAME = "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
-requires_shared_data = pytest.mark.skipif(
-    not SHARED_ROOT.is_dir(), reason=f"shared CT KIDNEY data not found at {SHARED_ROOT}"
-)
+from helpers import DATASET_NAME, SHARED_ROOT, requires_shared_data, skip_message
 CLASSES = ["Cyst", "Normal", "Stone", "Tumor"]
 REAL_COUNTS = {"Cyst": 989, "Normal": 1622, "Stone": 476, "Tumor": 792}
 
@@ -101,8 +97,9 @@ def tiny_dataset(tmp_path):
     return write_dataset(tmp_path / "tiny")
 
 
-def write_ct_dicom(path, hounsfield, *, slope=1.0, intercept=-1024.0):
-    """Write a minimal single-frame CT DICOM with the given HU values."""
+def write_ct_dicom(path, hounsfield, *, slope=1.0, intercept=-1024.0, **identifiers):
+    """Write a minimal single-frame CT DICOM with the given HU values (and
+    identifiers such as ``PatientID``)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -127,6 +124,8 @@ def write_ct_dicom(path, hounsfield, *, slope=1.0, intercept=-1024.0):
     dataset.RescaleSlope = slope
     dataset.RescaleIntercept = intercept
     dataset.PixelData = stored.tobytes()
+    for keyword, value in identifiers.items():
+        setattr(dataset, keyword, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     if int(pydicom.__version__.split(".")[0]) >= 3:
         dataset.save_as(path, enforce_file_format=True)
@@ -154,8 +153,8 @@ def ct_small_path():
 
 @pytest.fixture(scope="module")
 def real32():
-    if not SHARED_ROOT.is_dir():
-        pytest.skip(f"shared CT KIDNEY data not found at {SHARED_ROOT}")
+    if SHARED_ROOT is None:
+        pytest.skip(skip_message())
     return load_ct_kidney(SHARED_ROOT, image_size=32, verbose=False)
 
 
@@ -295,8 +294,9 @@ def test_sample_fields_and_sizes():
     assert sample.skipped == [] and sample.root is None
     assert set(sample.keys()) == {
         "data", "images", "target", "target_names", "filenames",
-        "groups", "skipped", "root", "domain", "DESCR",
+        "groups", "groups_source", "groups_diagnostics", "skipped", "root", "domain", "DESCR",
     }
+    assert set(sample.groups_source) == {"inferred"} and sample.groups_diagnostics["reliable"]
     assert sample.domain == "clahe"
     assert "CC BY 4.0" in sample.DESCR
 
@@ -581,6 +581,59 @@ def test_read_images_12_bit_png_by_its_real_range(tmp_path):
     assert image.mean() == pytest.approx(pixels.mean(), abs=1e-3)
 
 
+def _png_with_sbit(path, significant_bits):
+    """Insert a greyscale sBIT chunk after a PNG's header chunk."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    end_of_header = 8 + 8 + 13 + 4
+    body = b"sBIT" + bytes([significant_bits])
+    chunk = struct.pack(">I", 1) + body + struct.pack(">I", zlib.crc32(body))
+    path.write_bytes(data[:end_of_header] + chunk + data[end_of_header:])
+
+
+def test_16_bit_png_of_8_bit_values_reads_as_the_8_bit_file_and_warns(tmp_path):
+    # Saved without scaling (Image.fromarray(a.astype(np.uint16))), they read
+    # 16x too dark (divided by 4095) and the prediction changed.
+    pixels = synthetic_slice(3, 0, size=32)
+    stored = np.rint(pixels * 255).astype(np.uint8)
+    Image.fromarray(stored).save(tmp_path / "eight.png")
+    Image.fromarray(stored.astype(np.uint16)).save(tmp_path / "wide.png")
+    Image.fromarray(stored.astype(np.uint16)).save(tmp_path / "wide.tif")
+    eight = read_images([tmp_path / "eight.png"], image_size=32)[0]
+    with pytest.warns(UserWarning, match=r"2 image file\(s\) .*only values 0-255.*wide\.png.*"
+                                         r"read as 8-bit images.*bit_depth=16") as caught:
+        wide = read_images([tmp_path / "wide.png", tmp_path / "wide.tif"], image_size=32)
+    assert len(caught) == 1  # one warning for all files
+    for image in wide:
+        np.testing.assert_allclose(image, eight, atol=1e-6)
+    assert eight.mean() > 0.1
+    # The override keeps the stored depth, silently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dark = read_images([tmp_path / "wide.png"], image_size=32, bit_depth=16)[0]
+    np.testing.assert_allclose(dark, eight * 255 / 65535, atol=1e-6)
+    with pytest.raises(ValueError, match="bit_depth must be 8, 12, 16 or None"):
+        read_images([tmp_path / "wide.png"], bit_depth=10)
+
+
+def test_true_12_and_16_bit_files_read_by_their_depth_without_warning(tmp_path):
+    pixels = synthetic_slice(4, 0, size=32)
+    Image.fromarray(np.rint(pixels * 4095).astype(np.uint16)).save(tmp_path / "ct12.png")
+    Image.fromarray(np.rint(pixels * 65535).astype(np.uint16)).save(tmp_path / "ct16.png")
+    Image.fromarray(np.rint(pixels * 65535).astype(np.uint16)).save(tmp_path / "ct16.tif")
+    # A 10-bit image that says so (PNG sBIT) is read by its 1023, not 4095.
+    Image.fromarray(np.rint(pixels * 1023).astype(np.uint16)).save(tmp_path / "ct10.png")
+    _png_with_sbit(tmp_path / "ct10.png", 10)
+    names = ["ct12.png", "ct16.png", "ct16.tif", "ct10.png"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = read_images([tmp_path / name for name in names], image_size=32)
+    for name, image in zip(names, images):
+        np.testing.assert_allclose(image, pixels, atol=1 / 1023, err_msg=name)
+
+
 def test_read_images_float_tiff_by_its_real_range(tmp_path):
     # A float TIFF in [0, 1] was converted to 8 bits and read all black.
     pixels = synthetic_slice(5, 0, size=32)
@@ -667,6 +720,38 @@ def test_load_ct_kidney_on_dicom_class_folders(tmp_path):
     assert dataset.images.shape == (6, 8, 8)
     np.testing.assert_allclose(dataset.images[0], (-99 + 160) / 400, atol=1e-6)
     assert dataset.groups.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_dicom_slices_are_grouped_by_patient_then_study_then_series(tmp_path):
+    # A patient's two series are one group, whatever the file numbering and
+    # however different the images; files without identifiers are inferred.
+    from pydicom.uid import generate_uid
+
+    root = tmp_path / "dicom"
+    study, series = generate_uid(), generate_uid()
+    files = [
+        ("Normal/IM-0001-0001.dcm", {"PatientID": "P1", "SeriesInstanceUID": generate_uid()}),
+        ("Normal/IM-0002-0007.dcm", {"PatientID": "P1", "SeriesInstanceUID": generate_uid()}),
+        ("Normal/IM-0003-0001.dcm", {"PatientID": "P2"}),
+        ("Tumor/IM-0001-0001.dcm", {"PatientID": "", "StudyInstanceUID": study}),
+        ("Tumor/IM-0001-0002.dcm", {"StudyInstanceUID": study}),
+        ("Tumor/IM-0009-0001.dcm", {"SeriesInstanceUID": series}),
+        ("Tumor/IM-0010-0001.dcm", {}),
+    ]
+    for number, (name, identifiers) in enumerate(files):
+        write_ct_dicom(root / name, np.full((16, 16), -300.0 + 90 * number), **identifiers)
+    dataset = load_ct_kidney(root, image_size=8)
+    assert dataset.groups.tolist() == [0, 0, 1, 2, 2, 3, 4]
+    assert dataset.groups_source.tolist() == [
+        "dicom:PatientID", "dicom:PatientID", "dicom:PatientID",
+        "dicom:StudyInstanceUID", "dicom:StudyInstanceUID", "dicom:SeriesInstanceUID",
+        "inferred",
+    ]
+    assert dataset.groups_diagnostics["source"] == {
+        "dicom:PatientID": 3, "dicom:StudyInstanceUID": 2, "dicom:SeriesInstanceUID": 1,
+        "inferred": 1,
+    }
+    assert dataset.groups_diagnostics["n_groups"] == 5
 
 
 def test_bad_dicom_files(tmp_path):
@@ -814,3 +899,26 @@ def test_docstring_examples_run(module_name):
     module = sys.modules.get(module_name) or __import__(module_name, fromlist=["_"])
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+# --- CKDLEARN_DATA ------------------------------------------------------------
+
+
+def test_local_data_folder_follows_ckdlearn_data_then_the_default(tmp_path, monkeypatch):
+    from ckdlearn.datasets import local_data_folder
+    from ckdlearn.datasets._local import not_found_message
+
+    home, default = tmp_path / "home", tmp_path / "default"
+    (home / "ct-kidney").mkdir(parents=True)
+    (default / "ct-kidney-full").mkdir(parents=True)
+    monkeypatch.delenv("CKDLEARN_DATA", raising=False)
+    assert local_data_folder("ct-kidney", default=default) is None
+    assert local_data_folder("ct-kidney-full", default=default) == default / "ct-kidney-full"
+    assert local_data_folder("ct-kidney") is None
+    assert "CKDLEARN_DATA is not set" in not_found_message("ct-kidney", default=default)
+    monkeypatch.setenv("CKDLEARN_DATA", str(home))
+    assert local_data_folder("ct-kidney", default=default) == home / "ct-kidney"
+    assert local_data_folder("ct-kidney-full", default=default) is None  # the variable wins
+    message = not_found_message("ct-kidney-full", default=default)
+    assert f"no ct-kidney-full/ in {home} (from CKDLEARN_DATA)" in message
+    assert "set CKDLEARN_DATA to the folder holding ct-kidney-full/" in message

@@ -597,3 +597,35 @@ def test_random_input_gives_result_or_clear_error(X):
         assert str(error)
     else:
         assert fitted.predict(X).shape == (X.shape[0],)
+
+
+# --- a last batch of one image -----------------------------------------------------
+
+
+def test_fit_with_a_last_batch_of_one_image_whose_feature_map_is_1x1():
+    # 33 rows of 5 features are 1x5 images: the last block's feature map is
+    # 1x1, and 33 = 32 + 1 left BatchNorm's refresh pass a batch of one.
+    rng = np.random.default_rng(0)
+    X = rng.random((33, 5), dtype=np.float32)
+    clf = CKDNetClassifier(max_epochs=1, batch_size=32).fit(X, np.arange(33) % 2)
+    assert clf.predict(X).shape == (33,)
+    for name, buffer in clf.module_.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.isfinite(buffer).all(), name
+
+
+def test_refresh_pass_joins_each_lone_batch_to_a_neighbour():
+    join = CKDNetClassifier._without_lone_batches
+
+    def sizes(*lengths):
+        return [len(batch) for batch in join(torch.zeros(n, 1) for n in lengths)]
+
+    assert sizes(32, 1) == [33]
+    assert sizes(32, 32, 1) == [32, 33]
+    assert sizes(1, 1, 1, 1, 1) == [2, 3]
+    assert sizes(1, 4) == [5]
+    assert sizes(4, 4) == [4, 4]
+    assert sizes(1) == [] and sizes() == []
+    # Every image is passed once, in order.
+    batches = [torch.tensor([[0], [1], [2]]), torch.tensor([[3]]), torch.tensor([[4]])]
+    assert torch.cat(list(join(iter(batches)))).ravel().tolist() == [0, 1, 2, 3, 4]

@@ -154,7 +154,8 @@ def test_predict_explain_and_uncertainty(fitted, X, scale, groups):
 
 @given(params=st.fixed_dictionaries({}, optional={
     "max_epochs": st.sampled_from([0, -1, 1, 2.5, True, None]),
-    "batch_size": st.sampled_from([0, -1, 1, 3, "32"]),
+    # 23: the 24 rows leave a last batch of one image.
+    "batch_size": st.sampled_from([0, -1, 1, 3, 23, "32"]),
     "lr": st.sampled_from([0.0, -1.0, 1e4, float("nan"), 1e-3]),
     "image_shape": st.sampled_from([(4, 4), (3, 5), (0, 16), (2, 2, 4), "4x4", None]),
     "validation": st.sampled_from([0.0, 0.25, 1, 3, 2.0, None]),
@@ -170,6 +171,30 @@ def test_fit_parameters(params, with_groups):
     if kind == "result":
         proba = model.predict_proba(X)
         assert np.isfinite(proba).all(), "a fitted model must predict finite probabilities"
+
+
+def batch_remainders():
+    """(batch_size, n_images): a last batch of one image (n = 1 mod batch_size)
+    more often than not. (Batches of one throughout, batch_size=1, cannot
+    train BatchNorm on 1x1 feature maps at all.)"""
+    return st.tuples(st.integers(2, 5), st.integers(1, 3), st.sampled_from([1, 1, 0, 2])).map(
+        lambda t: (t[0], max(2, t[0] * t[1] + t[2]))
+    )
+
+
+@given(shape=batch_remainders(),
+       side=st.sampled_from([(1, 1), (1, 5), (2, 2), (3, 3), (1, 16), (8, 8)]),
+       depth=st.sampled_from([1, 2, 4]))
+def test_fit_any_batch_remainder_and_tiny_feature_maps(shape, side, depth):
+    # Images of 1x1 to 8x8 pixels shrink to 1x1 feature maps, where
+    # BatchNorm cannot normalise a batch of one image.
+    batch_size, n = shape
+    X = np.random.default_rng(n).random((n, side[0] * side[1]), dtype=np.float32)
+    y = np.arange(n) % 2
+    clf = tiny(batch_size=batch_size, module__depth=depth, image_shape=side)
+    kind, model = outcome("fit", clf.fit, X, y)
+    if kind == "result":
+        assert np.isfinite(model.predict_proba(X)).all()
 
 
 # --- explanations -------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +11,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from ckdlearn.model_selection import LeakageReport, audit_cv, audit_leakage
 from ckdlearn._fingerprints import Fingerprints, duplicate_pairs, duplicate_pairs_within
 
-REAL_DATA = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "ct-kidney"
-    / "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
-)
+from helpers import REAL_DATA, skip_message
 
 
 def smooth_images(n_images, size=64, seed=0):
@@ -480,8 +473,8 @@ def _number(path):
 @pytest.fixture(scope="module")
 def real_slices():
     """The 75 lowest- and 40 highest-numbered slices of each class, 64 px."""
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real CT data not found at {REAL_DATA}")
+    if REAL_DATA is None or not REAL_DATA.is_dir():
+        pytest.skip(skip_message())
     from PIL import Image
 
     def load(paths):

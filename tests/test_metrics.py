@@ -172,3 +172,67 @@ def test_metrics_module_does_not_import_torch():
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not any(name.split(".")[0] == "torch" for name in imported)
+
+
+# --- grouped_bootstrap_interval ---------------------------------------------------------
+
+
+def _series_predictions(n_series, seed, slices=8, right=0.7):
+    """Series of one class each; each slice right with probability ``right``,
+    whole series right or wrong together half the time (slices of a scan agree)."""
+    rng = np.random.RandomState(seed)
+    groups = np.repeat(np.arange(n_series), slices)
+    y_true = np.repeat(rng.randint(0, 4, n_series), slices)
+    series_right = np.repeat(rng.rand(n_series) < right, slices)
+    slice_right = rng.rand(len(groups)) < right
+    right_here = np.where(rng.rand(len(groups)) < 0.5, series_right, slice_right)
+    y_pred = np.where(right_here, y_true, (y_true + 1 + rng.randint(0, 3, len(groups))) % 4)
+    return y_true, y_pred, groups
+
+
+@pytest.mark.parametrize("metric", ["f1_macro", "accuracy", "balanced_accuracy"])
+def test_grouped_bootstrap_interval_holds_the_estimate_and_narrows_with_more_series(metric):
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    from ckdlearn.metrics import grouped_bootstrap_interval
+
+    score = {"f1_macro": lambda t, p: f1_score(t, p, average="macro"),
+             "accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score}[metric]
+    widths = []
+    for n_series in (20, 80, 320):
+        y_true, y_pred, groups = _series_predictions(n_series, seed=n_series)
+        interval = grouped_bootstrap_interval(y_true, y_pred, groups, metric=metric,
+                                              n_resamples=1000, random_state=0)
+        assert interval.estimate == pytest.approx(score(y_true, y_pred))
+        assert interval.low <= interval.estimate <= interval.high
+        assert interval.n_groups == n_series and interval.confidence == 0.95
+        widths.append(interval.high - interval.low)
+    assert widths[0] > widths[1] > widths[2] > 0
+    # Seeded: the same interval twice.
+    again = grouped_bootstrap_interval(y_true, y_pred, groups, metric=metric,
+                                       n_resamples=1000, random_state=0)
+    assert again == interval
+
+
+def test_grouped_bootstrap_interval_resamples_series_not_slices():
+    # Whole series right or wrong: the interval over 30 series is as wide as
+    # 30 independent answers, not as narrow as 30 x 20 slices would make it.
+    from ckdlearn.metrics import grouped_bootstrap_interval
+
+    rng = np.random.RandomState(0)
+    groups = np.repeat(np.arange(30), 20)
+    y_true = np.repeat(rng.randint(0, 2, 30), 20)
+    y_pred = np.where(np.repeat(rng.rand(30) < 0.7, 20), y_true, 1 - y_true)
+    by_series = grouped_bootstrap_interval(y_true, y_pred, groups, metric="accuracy", random_state=0)
+    by_slice = grouped_bootstrap_interval(y_true, y_pred, np.arange(600), metric="accuracy",
+                                          random_state=0)
+    assert by_series.high - by_series.low > 3 * (by_slice.high - by_slice.low)
+
+
+def test_grouped_bootstrap_interval_needs_two_groups():
+    from ckdlearn.metrics import grouped_bootstrap_interval
+
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        grouped_bootstrap_interval([0, 1, 1], [0, 1, 0], [5, 5, 5])
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        grouped_bootstrap_interval([0, 1, 1], [0, 1], [1, 2, 3])

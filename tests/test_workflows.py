@@ -166,3 +166,91 @@ def test_ckdlearn_train_fits_the_default_recipe():
     assert trained.pop("module__width") == inspect.signature(CKDNet).parameters["width"].default
     default = {k: v for k, v in CKDNetClassifier().get_params(deep=False).items() if k not in ignore}
     assert {k: repr(v) for k, v in trained.items()} == {k: repr(v) for k, v in default.items()}
+
+
+def test_read_groups_file_matches_names_paths_and_unique_base_names(tmp_path):
+    from ckdlearn.workflows import read_groups_file
+
+    data = tmp_path / "data"
+    csv_file = tmp_path / "groups.csv"
+    csv_file.write_text(
+        "filename,group\n"
+        "Cyst/Cyst- (1).jpg,p1\n"            # as the loader names it
+        "data/Cyst/Cyst- (2).jpg,p1\n"       # relative to the CSV's folder
+        f"{data / 'Tumor' / 'T (1).jpg'},p2\n"  # absolute
+        "T (2).jpg,p3\n"                     # a base name found once
+        "Normal/N.jpg,p4\nStone/N.jpg,p5\n"  # a base name twice: no guessing
+    )
+    names = ["Cyst/Cyst- (1).jpg", "Cyst/Cyst- (2).jpg", "Tumor/T (1).jpg", "Tumor/T (2).jpg",
+             "Normal/N.jpg"]
+    groups = read_groups_file(csv_file, names, [str(data / name) for name in names])
+    assert groups.tolist() == [0, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"1 of 1 images have no row in the groups file .*'Other/N\.jpg'"):
+        read_groups_file(csv_file, ["Other/N.jpg"], [str(data / "Other" / "N.jpg")])
+    csv_file.write_text("filename,group\nCyst/Cyst- (1).jpg,\n")
+    with pytest.raises(ValueError, match="line 2: 'Cyst/Cyst- .1..jpg' has an empty group"):
+        read_groups_file(csv_file, names[:1])
+    with pytest.raises(FileNotFoundError, match="Groups file .*missing.csv does not exist"):
+        read_groups_file(tmp_path / "missing.csv", names)
+
+
+# --- the report's verdict and captions come from the numbers ---------------------------
+
+
+CLASSES = ["Cyst", "Normal", "Stone", "Tumor"]
+
+
+def test_verdict_names_the_weak_class_and_the_finding_called_normal():
+    from ckdlearn.metrics import BootstrapInterval
+    from ckdlearn.workflows import describe_verdict
+
+    # The report: Tumor recall 0.18, 54% of tumour slices called Normal.
+    matrix = [[80, 10, 5, 5], [5, 90, 3, 2], [10, 10, 75, 5], [20, 54, 8, 18]]
+    intervals = {"macro_f1": BootstrapInterval(0.62, 0.55, 0.69, 0.95, 81),
+                 "accuracy": BootstrapInterval(0.66, 0.60, 0.72, 0.95, 81)}
+    text = describe_verdict(matrix, CLASSES, macro_f1=0.62, accuracy=0.66,
+                            baseline=("majority class", 0.15), intervals=intervals)
+    assert "clearly learned" not in text
+    assert "Weakest class: Tumor (recall 0.18)" in text
+    assert "54% of Tumor slices (54 of 100) were called Normal" in text
+    assert "do not rely on it for Tumor" in text
+    assert "0.620 (95% interval 0.550-0.690, resampling scan series)" in text
+    assert "0.660 (95% interval 0.600-0.720" in text
+
+
+def test_verdict_follows_the_numbers():
+    from ckdlearn.metrics import BootstrapInterval
+    from ckdlearn.workflows import describe_verdict
+
+    good = np.diag([50, 80, 30, 40]) + 2
+    text = describe_verdict(good, CLASSES, macro_f1=0.9, accuracy=0.9,
+                            baseline=("majority class", 0.15))
+    assert "Better than the baselines, on every class" in text
+    assert "Weakest class: Stone" in text
+    # An interval reaching down to the baseline is no evidence.
+    wide = {"macro_f1": BootstrapInterval(0.3, 0.1, 0.5, 0.95, 6)}
+    text = describe_verdict(good, CLASSES, macro_f1=0.3, accuracy=0.4,
+                            baseline=("stratified chance", 0.2), intervals=wide)
+    assert text.count("No clear evidence") == 1
+    # No finding called Normal: said, not invented.
+    text = describe_verdict(np.diag([5, 5, 5, 5]), CLASSES, macro_f1=1.0, accuracy=1.0,
+                            baseline=("majority class", 0.1))
+    assert "No Cyst, Stone, Tumor slice was called Normal" in text
+
+
+def test_sanity_caption_is_read_off_its_table():
+    from ckdlearn.workflows import describe_sanity_check
+    from ckdlearn.workflows.reporting import describe_layers
+
+    stages = ["classifier", "features.3", "features.2", "features.1", "features.0"]
+    passing = {"gradcam": [0.2, 0.1, 0.0, 0.0, 0.0], "gradcam++": [0.3, 0.2, 0.1, 0.1, 0.0]}
+    caption = describe_sanity_check(passing, stages)
+    assert caption.startswith("Pass") and "gradcam, gradcam++" in caption and "Fail" not in caption
+    failing = {**passing, "gradcam++": [0.9, 0.8, 0.6, 0.2, 0.1]}
+    caption = describe_sanity_check(failing, stages)
+    assert "Pass (mean correlation below 0.5 at every stage): gradcam." in caption
+    assert "Fail: gradcam++ (0.90 with classifier randomised)" in caption
+    layers = describe_layers(stages)
+    assert "features.3 = the last convolution block (4 of 4)" in layers
+    assert "features.0 = the first convolution block (1 of 4)" in layers
+    assert "classifier = the final linear layer" in layers

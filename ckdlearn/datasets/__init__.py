@@ -8,11 +8,13 @@
 - :func:`read_images` reads a list of slice files into one array.
 - :func:`load_pretrained` loads the reference model that ships with
   ckdlearn, trained on the complete data less the sample's scans.
+- :func:`local_data_folder` finds a local copy named by ``CKDLEARN_DATA``.
 """
 
 from ._ct_kidney import load_ct_kidney
 from ._fetch import fetch_ct_kidney
 from ._io import read_images
+from ._local import local_data_folder
 from ._reference import load_pretrained, reference_model_info
 from ._sample import load_ct_kidney_sample
 
@@ -21,6 +23,7 @@ __all__ = [
     "load_ct_kidney",
     "load_ct_kidney_sample",
     "load_pretrained",
+    "local_data_folder",
     "read_images",
     "reference_model_info",
 ]

@@ -15,7 +15,7 @@ def load_descr(file_name):
 
 def make_dataset(
     images, target, target_names, filenames, groups, descr, *, skipped, root, domain,
-    return_X_y,
+    return_X_y, groups_source=None, groups_diagnostics=None,
 ):
     """Bunch (or ``(data, target)``) with ``data`` a flat view of ``images``."""
     # A reshape of a C-contiguous stack is a view: data and images share one
@@ -30,6 +30,8 @@ def make_dataset(
         target_names=np.asarray(target_names, dtype=str),
         filenames=np.asarray(filenames, dtype=str),
         groups=groups,
+        groups_source=groups_source,
+        groups_diagnostics=groups_diagnostics,
         skipped=list(skipped),
         root=root,
         domain=domain,

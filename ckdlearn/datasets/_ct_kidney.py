@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from ..model_selection import infer_scan_groups
+from ..model_selection._groups import resolve_scan_groups
 from ..preprocessing import conversion
 from ._bunch import load_descr, make_dataset
 from ._io import decode_into, drop_rows, warn_skipped
@@ -53,6 +53,18 @@ def load_ct_kidney(
         (``ckdlearn train`` uses it too); larger slices cost time and,
         measured on unseen scan series, did not help.
 
+    domain : {"clahe", "raw"}, default="clahe"
+        The domain of the returned slices (:mod:`ckdlearn.preprocessing`):
+        contrast-equalised as the complete CT KIDNEY DATASET is, the domain
+        of the default recipe and of the reference model, or as the files
+        hold them.
+
+    input_domain : {"raw", "clahe"}, default="raw"
+        The domain of the files: ``"raw"`` for slices as exported (the
+        Kaggle download, your own JPEG, PNG or DICOM files), ``"clahe"``
+        for slices already equalised (such as the complete data's
+        ``ct-kidney-full`` copy), which are then never equalised twice.
+
     classes : list of str, default=None
         Classes to load, e.g. ``["Cyst", "Tumor"]``; ``None`` loads all,
         with a warning naming the classes found when one of them is not
@@ -94,9 +106,23 @@ def load_ct_kidney(
             Path of each slice relative to ``root``, e.g.
             ``'Cyst/Cyst- (1).jpg'``.
         groups : ndarray of shape (n_slices,), int64
-            Scan-series id of each slice, from
-            :func:`ckdlearn.model_selection.infer_scan_groups` with its
-            default thresholds; pass it to ``StratifiedGroupKFold``.
+            Scan-series id of each slice; pass it to
+            ``StratifiedGroupKFold``. DICOM slices are grouped by
+            ``PatientID`` (else ``StudyInstanceUID``, else
+            ``SeriesInstanceUID``), so a patient's scans are one group;
+            other slices by :func:`ckdlearn.model_selection.infer_scan_groups`
+            with its default thresholds, which warns
+            (:class:`~ckdlearn.model_selection.ScanGroupingWarning`) where
+            the inference is unreliable.
+        groups_source : ndarray of str
+            Where each slice's group came from: ``"dicom:PatientID"``,
+            ``"dicom:StudyInstanceUID"``, ``"dicom:SeriesInstanceUID"`` or
+            ``"inferred"``.
+        groups_diagnostics : dict
+            JSON-ready: ``source`` (slices per source), ``reliable``,
+            ``reasons`` (why the inferred groups may not keep scans whole),
+            ``n_slices``, ``n_groups`` and ``inferred`` (the diagnostics of
+            :func:`~ckdlearn.model_selection.infer_scan_groups`).
         skipped : list of (str, str)
             ``(relative path, reason)`` of every file left out: rows of
             ``kidneyData.csv`` without a file, and unreadable files with
@@ -179,13 +205,11 @@ def load_ct_kidney(
 
     n_slices = len(files.relative_paths)
     images = np.empty((n_slices, image_size, image_size), dtype=np.float32)
+    sizes = np.zeros((n_slices, 2), dtype=np.int64)
+    paths = [str(files.root / relative) for relative in files.relative_paths]
     failures = decode_into(
-        [str(files.root / relative) for relative in files.relative_paths],
-        images,
+        paths, images, on_error=on_error, n_jobs=n_jobs, verbose=verbose, sizes=sizes,
         preprocessing=step,
-        on_error=on_error,
-        n_jobs=n_jobs,
-        verbose=verbose,
     )
     failed = [index for index, _, _ in failures]
     images = drop_rows(images, failed)
@@ -201,7 +225,12 @@ def load_ct_kidney(
         warn_skipped(skipped, root=files.root)
 
     # (data, target) callers have no use for the groups: skip inferring them.
-    groups = None if return_X_y else infer_scan_groups(images, filenames)
+    groups = sources = diagnostics = None
+    if not return_X_y:
+        groups, sources, diagnostics = resolve_scan_groups(
+            images, filenames, paths=[p for p, kept in zip(paths, keep) if kept],
+            image_sizes=sizes[keep],
+        )
     return make_dataset(
         images,
         target,
@@ -213,6 +242,8 @@ def load_ct_kidney(
         root=str(files.root),
         domain=domain,
         return_X_y=return_X_y,
+        groups_source=sources,
+        groups_diagnostics=diagnostics,
     )
 
 

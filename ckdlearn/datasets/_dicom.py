@@ -89,3 +89,28 @@ def window(hounsfield, level=DEFAULT_WINDOW_LEVEL, width=DEFAULT_WINDOW_WIDTH):
         width
     )
     return np.clip(windowed, 0.0, 1.0, out=windowed)
+
+
+#: The DICOM identifiers that group slices for splitting, most inclusive
+#: first: a patient's scans are one group (they share anatomy).
+GROUPING_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def read_dicom_group_key(path):
+    """``(tag, value)`` of the most inclusive identifier a DICOM file carries.
+
+    Reads the header only. Returns None where the file has none of
+    :data:`GROUPING_TAGS` (or they are empty), or cannot be read.
+    """
+    pydicom = _import_pydicom()
+    try:
+        header = pydicom.dcmread(
+            path, force=True, stop_before_pixels=True, specific_tags=list(GROUPING_TAGS)
+        )
+    except Exception:  # an unreadable header: the file's grouping is inferred instead
+        return None
+    for tag in GROUPING_TAGS:
+        value = str(header.get(tag, "") or "").strip()
+        if value:
+            return tag, value
+    return None

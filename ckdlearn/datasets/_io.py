@@ -73,6 +73,7 @@ def read_images(
     n_jobs=None,
     verbose=None,
     return_skipped=False,
+    bit_depth=None,
 ):
     """Read CT slices from JPEG, PNG or DICOM files into one float array.
 
@@ -83,10 +84,15 @@ def read_images(
         that start as DICOM does are read as DICOM (needs the ``dicom``
         extra: ``pip install 'ckdlearn[dicom]'``); ``.jpg``, ``.jpeg``,
         ``.png``, ``.bmp``, ``.tif`` and ``.tiff`` as greyscale images.
-        8-bit images are divided by 255; 16-bit ones by 4095 when no pixel
-        exceeds it (a 12-bit CT slice) and by 65535 otherwise;
-        floating-point TIFFs are taken as they are in [0, 1], divided by
-        255 in [0, 255], and refused otherwise.
+        8-bit images are divided by 255. 16-bit ones are divided by the
+        full scale of their bit depth, decided from what the file says (its
+        mode, a PNG ``sBIT`` chunk, TIFF ``BitsPerSample``) and what its
+        values show: 65535 for 16 bits, 4095 when no pixel exceeds it (a
+        12-bit CT slice in a 16-bit file), and 255, with a warning, when
+        every pixel fits in 0-255 (8-bit values saved without scaling,
+        which would otherwise read about 16x too dark); see
+        ``bit_depth``. Floating-point TIFFs are taken as they are in
+        [0, 1], divided by 255 in [0, 255], and refused otherwise.
 
     image_size : int, default=96
         Side of the square output images in pixels. Images are shrunk by
@@ -98,6 +104,17 @@ def read_images(
         their rescale slope and intercept: ``level - width / 2`` maps to 0,
         ``level + width / 2`` to 1. The default is the soft-tissue / abdomen
         window. JPEG and PNG files are already windowed; it does not apply.
+
+    domain : {"clahe", "raw"}, default="clahe"
+        The domain of the returned slices (:mod:`ckdlearn.preprocessing`):
+        ``"clahe"``, contrast-equalised as the CT KIDNEY DATASET is (the
+        domain of the default recipe and of the reference model), or
+        ``"raw"``, as the files hold them.
+
+    input_domain : {"raw", "clahe"}, default="raw"
+        The domain the files are in. Raw slices are equalised at full
+        resolution, before resizing, when ``domain="clahe"``; slices
+        declared ``"clahe"`` are never equalised twice.
 
     on_error : {'raise', 'skip'}, default='raise'
         What to do with an unreadable, truncated or non-image file: raise
@@ -114,6 +131,12 @@ def read_images(
 
     return_skipped : bool, default=False
         If True, also return the list of skipped files.
+
+    bit_depth : {8, 12, 16} or None, default=None
+        Significant bits of integer images with more than 8 bits per pixel:
+        their values are divided by ``2 ** bit_depth - 1``, whatever the
+        file and its values suggest. ``None`` decides per file as described
+        under ``paths``.
 
     Returns
     -------
@@ -144,11 +167,29 @@ def read_images(
     ((1, 64, 64), dtype('float32'))
     >>> bool(images.min() >= 0 and images.max() <= 1)
     True
+
+    A 16-bit PNG holding 8-bit values reads as the 8-bit image, with a
+    warning:
+
+    >>> import tempfile, warnings
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint16), (64, 1))
+    >>> path = Path(tempfile.mkdtemp()) / "ramp16.png"
+    >>> Image.fromarray(ramp).save(path)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     image = read_images([path], image_size=64, domain="raw")[0]
+    >>> round(float(image.max()), 3), "read as 8-bit images" in str(caught[0].message)
+    (0.988, True)
     """
     image_size = check_image_size(image_size)
     check_on_error(on_error)
     window_level, window_width = check_window(window_level, window_width)
     check_verbose(verbose)
+    if bit_depth is not None and bit_depth not in (8, 12, 16):
+        raise ValueError(f"bit_depth must be 8, 12, 16 or None, got {bit_depth!r}.")
     step = conversion(input_domain, domain)
     if isinstance(paths, (str, os.PathLike)):
         raise ValueError(
@@ -162,10 +203,11 @@ def read_images(
         images,
         window_level=window_level,
         window_width=window_width,
-        preprocessing=step,
         on_error=on_error,
         n_jobs=n_jobs,
         verbose=verbose,
+        bit_depth=bit_depth,
+        preprocessing=step,
     )
     images = drop_rows(images, [index for index, _, _ in failures])
     skipped = [(path, reason) for _, path, reason in failures]
@@ -182,22 +224,30 @@ def decode_into(
     *,
     window_level=DEFAULT_WINDOW_LEVEL,
     window_width=DEFAULT_WINDOW_WIDTH,
-    preprocessing=None,
     on_error="raise",
     n_jobs=None,
     verbose=None,
+    bit_depth=None,
+    sizes=None,
+    preprocessing=None,
 ):
     """Decode ``paths[i]`` into ``out[i]``; return ``(index, path, reason)`` failures.
 
-    ``preprocessing="clahe"`` equalises each slice at full resolution
-    before it is resized (:func:`ckdlearn.preprocessing.clahe`).
+    ``sizes``, an int array of shape (n, 2), receives each file's own
+    ``(height, width)``. ``preprocessing="clahe"`` equalises each slice at
+    full resolution before it is resized (:func:`ckdlearn.preprocessing.clahe`).
 
     With ``on_error='raise'`` the first unreadable file (in path order)
-    raises instead; the rows of failed files are left undefined.
+    raises instead; the rows of failed files are left undefined. Files
+    whose bit depth was guessed against what they say are named in one
+    warning.
     """
     n_files = len(paths)
     image_size = out.shape[1]
     failures = []
+    # Written from the threads, warned about once from this one: a warning
+    # per file (and from a worker thread) would flood or be lost.
+    eight_bit_values = []
     missing_dependency = []
     lock = threading.Lock()
     # With on_error='raise', files after the earliest failure need not be
@@ -210,8 +260,14 @@ def decode_into(
             if missing_dependency or index > earliest_failure[0]:
                 return
             try:
-                _read_slice_into(paths[index], out[index], image_size, window_level, window_width,
-                                 preprocessing)
+                note, size = _read_slice_into(
+                    paths[index], out[index], image_size, window_level, window_width, bit_depth,
+                    preprocessing,
+                )
+                if sizes is not None:
+                    sizes[index] = size
+                if note is not None:
+                    eight_bit_values.append((index, note))
             except ImportError as exc:
                 # A missing optional dependency is not a property of one
                 # file: skipping would silently drop every DICOM slice.
@@ -264,6 +320,8 @@ def decode_into(
 
     if missing_dependency:
         raise missing_dependency[0]
+    if eight_bit_values:
+        _warn_eight_bit_values(sorted(eight_bit_values), [paths[i] for i, _ in sorted(eight_bit_values)])
     failures.sort(key=lambda failure: failure[0])
     if on_error == "raise" and failures:
         index, path, exc = failures[0]
@@ -300,41 +358,55 @@ def warn_skipped(skipped, *, root=None, limit=20):
     )
 
 
-def _read_slice_into(path, row, image_size, window_level, window_width, preprocessing=None):
+def _warn_eight_bit_values(notes, paths, limit=5):
+    shown = ", ".join(f"{path} ({note})" for path, (_, note) in zip(paths[:limit], notes))
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    warnings.warn(
+        f"{len(paths)} image file(s) stored with more than 8 bits per pixel hold "
+        f"only values 0-255: {shown}{more}. They were read as 8-bit images "
+        "(divided by 255); read at their stored depth they would be about 16x "
+        "(12-bit) or 256x (16-bit) too dark. If they really are that dark, read "
+        "them with read_images(..., bit_depth=16) (or 12) in Python; to silence "
+        "this, save 8-bit images as 8-bit files.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _read_slice_into(path, row, image_size, window_level, window_width, bit_depth=None,
+                     preprocessing=None):
+    """Decode one file into ``row``; return a note if its bit depth was read
+    against what the file says (8-bit values in a 16-bit file), and the
+    file's own ``(height, width)``."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix == "" and not looks_like_dicom(path):
         raise ValueError("no file name extension and no DICOM marker: not a slice file")
     if suffix in DICOM_SUFFIXES:
         windowed = window(read_dicom_hounsfield(path), window_level, window_width)
         row[...] = resize_float(_preprocess(windowed, preprocessing), image_size)
-        return
-    if preprocessing is not None:
-        row[...] = resize_float(_preprocess(_read_full_resolution(path), preprocessing),
-                                image_size)
-        return
+        return None, windowed.shape
     with Image.open(path) as image:
-        # JPEG decodes directly at 1/2, 1/4 or 1/8 scale and only the
-        # luminance channel: most of the loading speed. Other formats ignore it.
-        image.draft("L", (image_size, image_size))
+        size = image.size[::-1]
+        if preprocessing is None:
+            # JPEG decodes directly at 1/2, 1/4 or 1/8 scale and only the
+            # luminance channel: most of the loading speed. Other formats ignore it.
+            image.draft("L", (image_size, image_size))
         if image.mode.startswith("I") or image.mode == "F":
-            row[...] = resize_float(_unit_range(np.asarray(image, dtype=np.float32), image.mode), image_size)
-            return
+            pixels = np.asarray(image, dtype=np.float32)
+            scaled, note = _unit_range(pixels, image.mode, _declared_bits(image, path), bit_depth)
+            row[...] = resize_float(_preprocess(scaled, preprocessing), image_size)
+            return note, size
         if image.mode != "L":
             image = image.convert("L")
+        if preprocessing is not None:
+            pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
+            row[...] = resize_float(_preprocess(pixels, preprocessing), image_size)
+            return None, size
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), _resampling(image.size, image_size))
         # Division (not multiplication by 1/255) keeps 255 exactly at 1.0.
         np.divide(np.asarray(image), np.float32(255), out=row)
-
-
-def _read_full_resolution(path):
-    """A raster slice at its stored size, greyscale, in [0, 1]."""
-    with Image.open(path) as image:
-        if image.mode.startswith("I") or image.mode == "F":
-            return _unit_range(np.asarray(image, dtype=np.float32), image.mode)
-        if image.mode != "L":
-            image = image.convert("L")
-        return np.asarray(image, dtype=np.float32) / np.float32(255)
+    return None, size
 
 
 def _preprocess(pixels, preprocessing):
@@ -343,14 +415,56 @@ def _preprocess(pixels, preprocessing):
     return pixels if preprocessing is None else clahe(pixels)
 
 
-def _unit_range(pixels, mode):
-    """16-bit or float pixels scaled to [0, 1] by the range they were stored in."""
+def _declared_bits(image, path):
+    """Significant bits the file declares for its integer pixels, or None.
+
+    A PNG ``sBIT`` chunk (Pillow does not parse it) or TIFF
+    ``BitsPerSample``; otherwise 16 for Pillow's 16-bit modes, and None
+    for 32-bit integers, whose depth the file does not say.
+    """
+    if image.format == "PNG":
+        significant = _png_significant_bits(path)
+        if significant is not None:
+            return significant
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None and 258 in tags:  # TIFF BitsPerSample
+        bits = tags[258]
+        return int(bits[0] if isinstance(bits, tuple) else bits)
+    return 16 if image.mode.startswith("I;16") or image.format == "PNG" else None
+
+
+def _png_significant_bits(path):
+    """The greyscale entry of a PNG's ``sBIT`` chunk (which comes before the
+    image data), or None."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(8)
+            while True:
+                header = handle.read(8)
+                if len(header) < 8:
+                    return None
+                length, kind = int.from_bytes(header[:4], "big"), header[4:]
+                if kind == b"sBIT":
+                    return handle.read(1)[0] or None
+                if kind in (b"IDAT", b"IEND"):
+                    return None
+                handle.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    except (OSError, IndexError):
+        return None
+
+
+def _unit_range(pixels, mode, declared_bits=None, bit_depth=None):
+    """Integer or float pixels scaled to [0, 1] by the range they were stored in.
+
+    Returns the scaled pixels and a note when the values contradict the
+    depth the file declares (8-bit values in a 16-bit file), else None.
+    """
     low, high = float(pixels.min(initial=0)), float(pixels.max(initial=0))
     if mode == "F":
         if 0 <= low and high <= 1:
-            return pixels
+            return pixels, None
         if 0 <= low and high <= 255:
-            return pixels / np.float32(255)
+            return pixels / np.float32(255), None
         raise ValueError(
             f"floating-point image with values in [{low:g}, {high:g}]; expected "
             "intensities in [0, 1] or [0, 255] (export CT values as DICOM)"
@@ -360,10 +474,24 @@ def _unit_range(pixels, mode):
             f"signed integer image with values down to {low:g}; expected stored "
             "values from 0 (export CT values in Hounsfield units as DICOM)"
         )
-    # CT scanners store 12 bits: a 12-bit slice in a 16-bit file divided by
-    # 65535 would read near-black.
-    full_scale = 4095 if high <= 4095 else 65535
-    return np.clip(pixels / np.float32(full_scale), 0, 1)
+    note = None
+    if bit_depth is not None:
+        bits = bit_depth
+    elif high <= 255:
+        # No 12- or 16-bit image worth reading keeps every pixel below 1/16
+        # of its range: these are 8-bit values saved without scaling.
+        bits = 8
+        if declared_bits is None or declared_bits > 8:
+            note = f"stored as {declared_bits or 'more than 8'}-bit, values up to {high:g}"
+    elif declared_bits is not None and 8 < declared_bits < 16 and high < 2**declared_bits:
+        bits = declared_bits  # a PNG sBIT or TIFF tag saying e.g. 10 or 12 bits
+    elif high <= 4095:
+        # CT scanners store 12 bits: a 12-bit slice in a 16-bit file divided
+        # by 65535 would read near-black.
+        bits = 12
+    else:
+        bits = 16
+    return np.clip(pixels / np.float32(2**bits - 1), 0, 1), note
 
 
 def resize_float(pixels, image_size):

@@ -53,7 +53,8 @@ def load_ct_kidney_sample(*, image_size=64, classes=None, return_X_y=False):
         The fields of :func:`load_ct_kidney`: ``data`` (a flat view of
         ``images``), ``images``, ``target``, ``target_names``,
         ``filenames`` (the slices' names in the original dataset),
-        ``groups`` (scan-series ids inferred on the full data), ``skipped``
+        ``groups`` (scan-series ids inferred on the full data),
+        ``groups_source`` (``"inferred"``), ``groups_diagnostics``, ``skipped``
         (always empty), ``root`` (``None``: the images live in the package),
         ``domain`` (``"clahe"``) and ``DESCR``.
 
@@ -124,4 +125,11 @@ def load_ct_kidney_sample(*, image_size=64, classes=None, return_X_y=False):
         root=None,
         domain=domain,
         return_X_y=return_X_y,
+        # Inferred on the full data, where every series is whole.
+        groups_source=np.full(len(groups), "inferred"),
+        groups_diagnostics={
+            "source": {"inferred": int(len(groups))}, "reliable": True, "reasons": [],
+            "n_slices": int(len(groups)), "n_groups": int(len(np.unique(groups))),
+            "inferred": None,
+        },
     )

@@ -7,7 +7,7 @@ split.
 
 from ._evaluate import EvaluationResult, evaluate
 from ._leakage import LeakageReport, LeakageWarning, audit_cv, audit_leakage
-from ._groups import infer_scan_groups
+from ._groups import ScanGroupingWarning, infer_scan_groups
 
 __all__ = [
     "EvaluationResult",
@@ -16,5 +16,6 @@ __all__ = [
     "audit_cv",
     "audit_leakage",
     "evaluate",
+    "ScanGroupingWarning",
     "infer_scan_groups",
 ]

@@ -6,10 +6,12 @@ puts the same scan on both sides. This module recovers series ids so that
 grouped cross-validation (``StratifiedGroupKFold``) can keep them whole.
 """
 
+import numbers
+import os
 import re
+import warnings
 
 import numpy as np
-import numbers
 
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -19,7 +21,24 @@ from ..utils._param_validation import Interval, validate_params
 from ..validation import check_images
 from ._leakage import FINGERPRINT_CONSTRAINTS
 
-__all__ = ["infer_scan_groups"]
+__all__ = ["ScanGroupingWarning", "infer_scan_groups"]
+
+#: Below this median number of slices per inferred series, most "series"
+#: are single slices: the file numbering no longer follows the scans.
+MIN_MEDIAN_SLICES = 3
+#: Above this median step between neighbouring file numbers, files are not
+#: consecutive slices (every 8th slice of a scan: step 8).
+MAX_MEDIAN_STEP = 2
+
+
+class ScanGroupingWarning(UserWarning):
+    """Inferred scan-series groups that may not keep each scan whole.
+
+    Raised by :func:`infer_scan_groups` when the file numbering or the
+    images do not support the inference (every n-th slice, unrelated files,
+    mixed image sizes). Pass the true groups instead where they are known.
+    """
+
 
 # The last run of digits in a file name is its slice number:
 # "Cyst- (1219).jpg" -> prefix "Cyst- (", number 1219, suffix ").jpg".
@@ -33,6 +52,8 @@ _SLICE_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
         "change_threshold": [Interval(numbers.Real, 0, None, closed="left")],
         "gap_change_threshold": [Interval(numbers.Real, 0, None, closed="left")],
         **FINGERPRINT_CONSTRAINTS,
+        "image_sizes": ["array-like", None],
+        "return_diagnostics": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
@@ -45,6 +66,8 @@ def infer_scan_groups(
     near_threshold=DEFAULT_NEAR_THRESHOLD,
     max_shift=1,
     thumbnail_size=16,
+    image_sizes=None,
+    return_diagnostics=False,
 ):
     """Infer a scan-series id for every CT slice.
 
@@ -95,11 +118,40 @@ def infer_scan_groups(
         in the cuts and in the near-duplicate search (smaller images are
         used at their own size); at least 2, as in the audit.
 
+    image_sizes : array-like of shape (n_slices, 2), default=None
+        Each slice's size in its file, ``(height, width)``, where known
+        (the images are usually resized): slices of one scan share a size,
+        so a series mixing sizes is a sign of a wrong grouping.
+
+    return_diagnostics : bool, default=False
+        If True, also return what the grouping rests on and whether it is
+        reliable.
+
     Returns
     -------
     groups : ndarray of shape (n_slices,), dtype int64
         Series id of each slice: ``0, 1, ...`` in order of first appearance
         in ``filenames``, unique across folders and classes.
+
+    diagnostics : dict
+        Only if ``return_diagnostics`` is True; JSON-ready: ``source``
+        (``"inferred"``), ``reliable`` (bool), ``reasons`` (why not, one
+        sentence each), ``n_slices``, ``n_groups``,
+        ``median_slices_per_group``, ``median_number_step`` (between
+        neighbouring numbered files of a sequence, None without any),
+        ``n_unnumbered`` and ``n_image_sizes`` (None if not given).
+
+    Warns
+    -----
+    ScanGroupingWarning
+        If the grouping is unreliable: the median series has fewer than 3
+        slices (subsampled or unrelated files), neighbouring file numbers
+        are typically more than 2 apart (every n-th slice: a scan's slices
+        no longer look alike from file to file), several files of a
+        sequence carry no number (their order is a guess), or a series
+        mixes image sizes. Groups that do not keep each scan whole let
+        ``StratifiedGroupKFold`` test on scans it trained on; pass the true
+        groups where they are known.
 
     Raises
     ------
@@ -151,9 +203,21 @@ def infer_scan_groups(
     >>> reports = audit_cv(sample.data, sample.target, groups, cv=cv)
     >>> [report.n_leaked_test for report in reports]
     [0, 0, 0, 0, 0]
+
+    Every 8th slice of a scan no longer looks like its neighbour file; the
+    grouping says it cannot be trusted:
+
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     _, diagnostics = infer_scan_groups(
+    ...         sample.images[::8], sample.filenames[::8], return_diagnostics=True)
+    >>> diagnostics["reliable"], diagnostics["median_slices_per_group"]
+    (False, 1.0)
     """
     if len(filenames) == 0 and np.ndim(images) == 3 and len(images) == 0:
-        return np.zeros(0, dtype=np.int64)
+        groups = np.zeros(0, dtype=np.int64)
+        return (groups, _diagnose(groups, [], None)) if return_diagnostics else groups
     slices = check_images(images, name="images", require_image=True)
     if slices.shape[1] != 1:
         raise ValueError(
@@ -172,7 +236,87 @@ def infer_scan_groups(
     )
     series = _cut_sequences(fingerprints.means, filenames, change_threshold, gap_change_threshold)
     exact, near, _ = duplicate_pairs_within(fingerprints, near_threshold=near_threshold)
-    return _number_by_first_appearance(_merge(series, np.concatenate([exact, near])))
+    groups = _number_by_first_appearance(_merge(series, np.concatenate([exact, near])))
+    if image_sizes is not None:
+        image_sizes = np.asarray(image_sizes, dtype=np.int64).reshape(len(groups), -1)
+    diagnostics = _diagnose(groups, filenames, image_sizes)
+    if not diagnostics["reliable"]:
+        warnings.warn(grouping_warning_message(diagnostics), ScanGroupingWarning, stacklevel=3)
+    return (groups, diagnostics) if return_diagnostics else groups
+
+
+def grouping_warning_message(diagnostics):
+    """The warning of an unreliable inferred grouping: what, why, what to do."""
+    return (
+        f"The {diagnostics['n_groups']} scan series inferred for {diagnostics['n_slices']} "
+        "slices may not keep each scan whole: " + "; ".join(diagnostics["reasons"])
+        + ". Grouped cross-validation on them can test on scans it trained on, and "
+        "per-scan answers may pool unrelated slices. Pass the true groups where they "
+        "are known (groups=..., or --groups FILE on the command line)."
+    )
+
+
+def _diagnose(groups, filenames, image_sizes):
+    """Whether inferred groups can be trusted, and why not (JSON-ready)."""
+    n_slices = len(groups)
+    sizes_per_group = np.bincount(groups) if n_slices else np.zeros(0, dtype=np.int64)
+    median_size = float(np.median(sizes_per_group)) if n_slices else 0.0
+    keys = [_sequence_key(name) for name in filenames]
+    by_sequence = {}
+    for sequence, number in keys:
+        if number is not None:
+            by_sequence.setdefault(sequence, []).append(number)
+    steps = np.concatenate(
+        [np.diff(np.unique(numbers)) for numbers in by_sequence.values()] or [np.zeros(0)]
+    )
+    median_step = float(np.median(steps)) if len(steps) else None
+    unnumbered = {}
+    for sequence, number in keys:
+        if number is None:
+            unnumbered[sequence] = unnumbered.get(sequence, 0) + 1
+    n_unnumbered = sum(unnumbered.values())
+    reasons = []
+    if n_slices >= MIN_MEDIAN_SLICES and median_size < MIN_MEDIAN_SLICES:
+        reasons.append(
+            f"the median series holds {median_size:g} slice(s) ({int((sizes_per_group == 1).sum())} "
+            "of the series are single slices), as when slices are subsampled or the files "
+            "come from unrelated scans"
+        )
+    if median_step is not None and median_step > MAX_MEDIAN_STEP:
+        reasons.append(
+            f"neighbouring file numbers are typically {median_step:g} apart (as when every "
+            f"n-th slice is kept, n = {median_step:g}), so neighbouring files are not "
+            "neighbouring slices and a scan's files need not look alike"
+        )
+    if any(count > 1 for count in unnumbered.values()):
+        reasons.append(
+            f"{n_unnumbered} file name(s) carry no slice number, so their order (by name) "
+            "stands in for the slice order"
+        )
+    n_image_sizes = None
+    if image_sizes is not None and n_slices:
+        _, size_ids = np.unique(image_sizes, axis=0, return_inverse=True)
+        size_ids = size_ids.ravel()
+        n_image_sizes = int(size_ids.max()) + 1
+        mixed = sum(
+            len(np.unique(size_ids[groups == group])) > 1 for group in np.unique(groups)
+        )
+        if mixed:
+            reasons.append(
+                f"{mixed} series mix slices of different image sizes, which one scan's "
+                "slices do not"
+            )
+    return {
+        "source": "inferred",
+        "reliable": not reasons,
+        "reasons": reasons,
+        "n_slices": int(n_slices),
+        "n_groups": int(len(sizes_per_group)),
+        "median_slices_per_group": median_size,
+        "median_number_step": median_step,
+        "n_unnumbered": int(n_unnumbered),
+        "n_image_sizes": n_image_sizes,
+    }
 
 
 def _sequence_key(filename):
@@ -250,3 +394,66 @@ def _number_by_first_appearance(labels):
     rank = np.empty(len(first_index), dtype=np.int64)
     rank[np.argsort(first_index, kind="stable")] = np.arange(len(first_index))
     return rank[inverse.ravel()]
+
+
+def resolve_scan_groups(images, filenames, *, paths=None, image_sizes=None):
+    """Groups for splitting, from DICOM identifiers where the files carry them.
+
+    DICOM slices are grouped by ``PatientID`` (else ``StudyInstanceUID``,
+    else ``SeriesInstanceUID``): a patient's scans are one group. The
+    other slices get :func:`infer_scan_groups` (which warns when its
+    grouping is unreliable). Returns ``groups`` (int64, numbered by first
+    appearance), ``sources`` (per slice: ``"dicom:PatientID"``, ...,
+    ``"inferred"``) and JSON-ready ``diagnostics``: ``source`` (slices per
+    source), ``reliable`` and ``reasons`` (of the inferred part),
+    ``n_slices``, ``n_groups``, and ``inferred`` (the diagnostics of
+    :func:`infer_scan_groups`, None where no slice was inferred).
+    """
+    from ..datasets._io import DICOM_SUFFIXES, looks_like_dicom
+
+    filenames = [str(name) for name in filenames]
+    paths = filenames if paths is None else [str(path) for path in paths]
+    keys = [None] * len(paths)
+    dicom = [
+        i for i, path in enumerate(paths)
+        if _suffix(path) in DICOM_SUFFIXES and (_suffix(path) or looks_like_dicom(path))
+    ]
+    if dicom:
+        from ..datasets._dicom import read_dicom_group_key
+
+        for i in dicom:
+            keys[i] = read_dicom_group_key(paths[i])
+    inferred = np.array([key is None for key in keys], dtype=bool)
+    sources = np.array(
+        ["inferred" if key is None else f"dicom:{key[0]}" for key in keys], dtype=object
+    ).astype(str)
+    labels = np.empty(len(paths), dtype=object)
+    diagnostics = None
+    if inferred.any():
+        where = np.flatnonzero(inferred)
+        if len(where) < len(paths):  # a copy of the inferred rows only where needed
+            images = np.asarray(images)[where]
+            image_sizes = None if image_sizes is None else np.asarray(image_sizes)[where]
+        part, diagnostics = infer_scan_groups(
+            images, [filenames[i] for i in where], image_sizes=image_sizes,
+            return_diagnostics=True,
+        )
+        labels[where] = [("inferred", int(g)) for g in part]
+    for i, key in enumerate(keys):
+        if key is not None:
+            labels[i] = key
+    codes = {}
+    groups = np.array([codes.setdefault(label, len(codes)) for label in labels], dtype=np.int64)
+    names, counts = np.unique(sources, return_counts=True)
+    return groups, sources, {
+        "source": {str(name): int(count) for name, count in zip(names, counts)},
+        "reliable": diagnostics is None or diagnostics["reliable"],
+        "reasons": [] if diagnostics is None else diagnostics["reasons"],
+        "n_slices": int(len(paths)),
+        "n_groups": int(len(codes)),
+        "inferred": diagnostics,
+    }
+
+
+def _suffix(path):
+    return os.path.splitext(str(path))[1].lower()

@@ -15,12 +15,13 @@ from importlib import import_module
 
 _NAMES = {
     "pipeline": ("METHODS", "adapt_smote_neighbours", "build_pipeline", "final_classifier"),
-    "inputs": ("as_model", "find_image_files", "load_labelled", "read_for_model"),
+    "inputs": ("as_model", "find_image_files", "load_labelled", "read_for_model", "read_groups_file"),
     "progress": ("EpochProgress", "silent"),
     "training": ("check_training_outputs", "train", "train_folder"),
     "files": ("explain_images", "predict_files"),
     "scoring": ("baseline_predictions", "evaluate_model", "label_scores"),
-    "reporting": ("ATTRIBUTION", "REPORT_FILES", "evaluation_report", "report_evaluation"),
+    "reporting": ("ATTRIBUTION", "REPORT_FILES", "describe_sanity_check", "describe_verdict",
+                  "evaluation_report", "report_evaluation"),
     "audit": ("audit_folder",),
     "demo": ("run_demo",),
 }

@@ -18,17 +18,20 @@ def _fold_row(report):
     }
 
 
-def audit_folder(data, *, image_size=64, folds=5, on_error="raise", progress=silent):
+def audit_folder(data, *, image_size=64, folds=5, on_error="raise", progress=silent, groups=None):
     """Audit a labelled folder for duplicate slices across splits.
 
-    Splits it into ``folds`` folds twice, by inferred scan series
-    (``StratifiedGroupKFold``) and at random (``KFold``), and counts the
-    test images with an exact or near duplicate in training.
+    Splits it into ``folds`` folds twice, by scan series
+    (``StratifiedGroupKFold``; the loader's groups, or those of ``groups``,
+    a CSV of ``filename,group`` rows) and at random (``KFold``), and counts
+    the test images with an exact or near duplicate in training.
 
     Returns
     -------
     summary : dict
-        ``n_images``, ``n_scan_series``, and per fold of each split
+        ``n_images``, ``n_scan_series``, ``scan_groups`` (where the series
+        came from, and whether the inferred ones are reliable), and per
+        fold of each split
         (``by_scan_series``, ``random_slices``): ``n_train``, ``n_test``,
         ``n_exact``, ``n_near``, ``leaked_fraction``. JSON-ready.
     """
@@ -36,7 +39,7 @@ def audit_folder(data, *, image_size=64, folds=5, on_error="raise", progress=sil
 
     from ..model_selection import audit_cv
 
-    dataset = load_labelled(data, image_size, on_error, progress)
+    dataset = load_labelled(data, image_size, on_error, progress, groups=groups)
     X, y, groups = dataset.data, dataset.target, dataset.groups
     progress("auditing splits ...")
     by_series = audit_cv(X, y, groups, cv=StratifiedGroupKFold(folds))
@@ -44,6 +47,7 @@ def audit_folder(data, *, image_size=64, folds=5, on_error="raise", progress=sil
     return {
         "n_images": int(len(X)),
         "n_scan_series": int(len(np.unique(groups))),
+        "scan_groups": dataset.groups_diagnostics,
         "by_scan_series": [_fold_row(r) for r in by_series],
         "random_slices": [_fold_row(r) for r in at_random],
     }

@@ -22,38 +22,60 @@ __all__ = ["explain_images", "predict_files"]
 OVERLAY_SIZE = 256
 
 
-def predict_files(model, files, progress=silent, on_error="raise", abstain_below=None):
+def predict_files(model, files, progress=silent, on_error="raise", abstain_below=None,
+                  groups=None):
     """Label and class probabilities for each image file, and each scan's answer.
 
     ``model`` is a fitted classifier or pipeline, or a model file's path;
     ``files`` are image files and/or folders (searched recursively);
     ``on_error='skip'`` leaves unreadable files out with a warning. The
-    slices are grouped into scan series as the loaders group them
-    (:func:`~ckdlearn.model_selection.infer_scan_groups`) and each scan gets
-    one answer (:meth:`~ckdlearn.CKDNetClassifier.predict_series`). With
+    slices are grouped into scans as the loaders group them (DICOM
+    ``PatientID``, study or series UIDs where the files carry them, else
+    :func:`~ckdlearn.model_selection.infer_scan_groups`, which warns where
+    its grouping is unreliable), or by ``groups``, the path of a CSV of
+    ``filename,group`` rows (:func:`~ckdlearn.workflows.inputs.read_groups_file`);
+    each scan gets one answer
+    (:meth:`~ckdlearn.CKDNetClassifier.predict_series`). With
     ``abstain_below``, a slice or scan whose top probability is below it is
     labelled ``"uncertain"``.
 
     Returns
     -------
     rows : list of dict
-        One per file read: ``file``, ``label``, one probability per class,
-        ``uncertainty`` (normalised entropy), ``scan`` (series number),
-        ``scan_label`` and ``scan_uncertainty``.
+        One per file read: ``file``, ``label`` (the slice's own answer),
+        one probability per class, ``uncertainty`` (normalised entropy),
+        ``scan`` (scan number), ``scan_label`` and ``scan_uncertainty``
+        (the scan's answer, never written over the slice's), and
+        ``scan_group_source``: ``"explicit"``, ``"dicom:PatientID"`` (or
+        ``StudyInstanceUID``, ``SeriesInstanceUID``), ``"inferred"``, or
+        ``"inferred (unreliable)"`` where the inference warned.
     scans : list of dict
         One per scan: ``scan``, ``n_slices``, ``label``, ``confidence``
-        (its top probability) and ``uncertainty``.
+        (its top probability), ``uncertainty`` and ``group_source``.
     """
-    from ..model_selection import infer_scan_groups
+    from ..model_selection._groups import resolve_scan_groups
     from ..pipeline import final_step_input
+    from .inputs import explicit_diagnostics, read_groups_file
 
+    if groups is not None and not Path(groups).is_file():
+        raise FileNotFoundError(f"Groups file {groups} does not exist.")
     files = find_image_files(files)
     model = as_model(model)
     images, files = read_for_model(files, model, progress, on_error)
     classifier, flat = final_step_input(model, images.reshape(len(images), -1))
     proba = classifier.predict_proba(flat)
     unsure = classifier.predict_uncertainty(flat)
-    groups = infer_scan_groups(images, [str(path) for path in files])
+    names = [str(path) for path in files]
+    if groups is not None:
+        groups_file, groups = groups, read_groups_file(groups, names)
+        sources = np.full(len(names), "explicit")
+        diagnostics = explicit_diagnostics(groups_file, groups)
+    else:
+        groups, sources, diagnostics = resolve_scan_groups(
+            images, names, paths=names, image_sizes=_image_sizes(files)
+        )
+    if not diagnostics["reliable"]:
+        sources = np.where(sources == "inferred", "inferred (unreliable)", sources)
     answers = classifier.predict_series(flat, groups)
     classes = classifier.classes_
 
@@ -62,9 +84,11 @@ def predict_files(model, files, progress=silent, on_error="raise", abstain_below
             return "uncertain"
         return _plain(classes[int(np.argmax(probabilities))])
 
+    source_of = dict(zip(groups.tolist(), sources.tolist()))
     scans = [
         {"scan": int(scan), "n_slices": int(n), "label": label(p),
-         "confidence": round(float(p.max()), 6), "uncertainty": round(float(u), 6)}
+         "confidence": round(float(p.max()), 6), "uncertainty": round(float(u), 6),
+         "group_source": source_of[int(scan)]}
         for scan, n, p, u in zip(answers.series, answers.n_slices, answers.proba, answers.uncertainty)
     ]
     by_scan = {entry["scan"]: entry for entry in scans}
@@ -74,9 +98,24 @@ def predict_files(model, files, progress=silent, on_error="raise", abstain_below
         row.update({str(c): round(float(v), 6) for c, v in zip(classes, p)})
         row.update(uncertainty=round(float(u), 6), scan=int(scan),
                    scan_label=by_scan[int(scan)]["label"],
-                   scan_uncertainty=by_scan[int(scan)]["uncertainty"])
+                   scan_uncertainty=by_scan[int(scan)]["uncertainty"],
+                   scan_group_source=by_scan[int(scan)]["group_source"])
         rows.append(row)
     return rows, scans
+
+
+def _image_sizes(files):
+    """Each raster file's ``(height, width)`` from its header; (0, 0) for others."""
+    from PIL import Image
+
+    sizes = np.zeros((len(files), 2), dtype=np.int64)
+    for row, path in zip(sizes, files):
+        try:
+            with Image.open(path) as image:
+                row[:] = image.size[::-1]
+        except OSError:
+            continue  # DICOM: grouped by its identifiers, or inferred without a size
+    return sizes
 
 
 def _plain(value):

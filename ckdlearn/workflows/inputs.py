@@ -5,15 +5,18 @@ Which files count as slices is decided by the datasets' reader
 commands agree on every file.
 """
 
+import csv
 import os
 from pathlib import Path
+
+import numpy as np
 
 from ..datasets import load_ct_kidney, read_images
 from ..datasets._io import SLICE_SUFFIXES, is_slice_file
 from .pipeline import final_classifier
 from .progress import silent
 
-__all__ = ["as_model", "find_image_files", "load_labelled", "read_for_model"]
+__all__ = ["as_model", "find_image_files", "load_labelled", "read_for_model", "read_groups_file"]
 
 
 def as_model(model):
@@ -25,10 +28,22 @@ def as_model(model):
     return model
 
 
-def load_labelled(data, image_size, on_error="raise", progress=silent):
-    """Load a labelled folder (CT KIDNEY layout, or class folders), saying what was found."""
+def load_labelled(data, image_size, on_error="raise", progress=silent, groups=None):
+    """Load a labelled folder (CT KIDNEY layout, or class folders), saying what was found.
+
+    ``groups``, the path of a CSV of ``filename,group`` rows
+    (:func:`read_groups_file`), replaces the scan groups the loader found.
+    """
+    if groups is not None and not Path(groups).is_file():
+        raise FileNotFoundError(f"Groups file {groups} does not exist.")
     progress(f"loading {data} at {image_size} px ...")
     dataset = load_ct_kidney(data, image_size=image_size, on_error=on_error)
+    if groups is not None:
+        names = [str(name) for name in dataset.filenames]
+        paths = [str(Path(dataset.root) / name) for name in names]
+        dataset.groups = read_groups_file(groups, names, paths)
+        dataset.groups_source = np.full(len(names), "explicit")
+        dataset.groups_diagnostics = explicit_diagnostics(groups, dataset.groups)
     counts = ", ".join(
         f"{name} {int((dataset.target == i).sum())}" for i, name in enumerate(dataset.target_names)
     )
@@ -105,3 +120,75 @@ def read_for_model(files, model, progress=silent, on_error="raise"):
         raise ValueError(f"None of the {len(files)} image files could be read (each is named above).")
     skipped_paths = {path for path, _ in skipped}
     return images, [f for f in files if os.fspath(f) not in skipped_paths]
+
+
+def read_groups_file(path, names, paths=None):
+    """The group of each image, from a CSV file of ``filename,group`` rows.
+
+    A row's ``filename`` matches an image by its name as the command knows
+    it (relative to the data folder, or as given), by its absolute path
+    (a relative ``filename`` is taken from the CSV file's folder), or by
+    its base name where only one row has it. Any text is a group; returns
+    int64 ids numbered by first appearance.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file lacks a ``filename`` or ``group`` column, a group is
+        empty, or images have no row (the first few are named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Groups file {path} does not exist.")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in reader.fieldnames or []]
+        if "filename" not in header or "group" not in header:
+            raise ValueError(
+                f"Groups file {path} must be a CSV with the columns filename and group "
+                f"(one row per image); its header is {header}."
+            )
+        rows = [{key.strip(): (value or "").strip() for key, value in row.items() if key}
+                for row in reader]
+    exact, absolute, by_base = {}, {}, {}
+    for number, row in enumerate(rows, start=2):
+        name, group = row["filename"].replace("\\", "/"), row["group"]
+        if not group:
+            raise ValueError(f"Groups file {path}, line {number}: {name!r} has an empty group.")
+        exact[name] = group
+        absolute[os.path.normpath(path.parent / name)] = group
+        by_base.setdefault(name.rpartition("/")[2], []).append(group)
+    paths = names if paths is None else paths
+    found, missing = [], []
+    for name, full in zip(names, paths):
+        name = str(name).replace("\\", "/")
+        group = exact.get(name)
+        if group is None:
+            group = absolute.get(os.path.normpath(os.path.abspath(full)))
+        if group is None and len(by_base.get(name.rpartition("/")[2], [])) == 1:
+            group = by_base[name.rpartition("/")[2]][0]
+        if group is None:
+            missing.append(name)
+        found.append(group)
+    if missing:
+        shown = ", ".join(repr(name) for name in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(
+            f"{len(missing)} of {len(names)} images have no row in the groups file {path}: "
+            f"{shown}{more}. Add a row 'filename,group' for each (the name relative to the "
+            "data folder or as given on the command line, or the absolute path)."
+        )
+    codes = {}
+    return np.array([codes.setdefault(group, len(codes)) for group in found], dtype=np.int64)
+
+
+def explicit_diagnostics(path, groups):
+    """The ``groups_diagnostics`` of groups read from a file (JSON-ready)."""
+    return {
+        "source": {"explicit": int(len(groups))}, "reliable": True, "reasons": [],
+        "n_slices": int(len(groups)), "n_groups": int(len(np.unique(groups))),
+        "file": str(path), "inferred": None,
+    }
+

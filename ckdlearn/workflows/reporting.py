@@ -18,7 +18,10 @@ from ..report import Report
 from .progress import silent
 from .scoring import baseline_predictions, label_scores
 
-__all__ = ["ATTRIBUTION", "REPORT_FILES", "evaluation_report", "report_evaluation"]
+__all__ = [
+    "ATTRIBUTION", "REPORT_FILES", "describe_sanity_check", "describe_verdict", "evaluation_report",
+    "report_evaluation",
+]
 
 ATTRIBUTION = (
     "CT slices: CT KIDNEY DATASET (Islam M. N. et al., Scientific Reports "
@@ -30,6 +33,25 @@ REPORT_FILES = (
     "confusion_matrix.png", "reliability.png", "risk_coverage.png", "gradcam.png",
     "sanity_check.png", "report.html",
 )
+
+#: Column headers in words, for the scores ``evaluate`` computes.
+SCORE_NAMES = {
+    "accuracy": "accuracy", "macro_f1": "macro-F1", "roc_auc_ovr": "ROC AUC (one vs rest)",
+    "ece": "ECE",
+}
+SCORE_DEFINITIONS = (
+    "Macro-F1: the mean of the per-class F1 scores (each the harmonic mean of the class's "
+    "precision and recall), every class weighing the same however rare. ECE (expected "
+    "calibration error): the gap between the top-class probability and the accuracy, "
+    "averaged over confidence bins weighted by their share of slices; 0 is perfectly "
+    "calibrated. ROC AUC (one vs rest): how well the probabilities rank each class above "
+    "the others, averaged over classes; 0.5 is chance."
+)
+#: Below this recall a class's slices are mostly missed.
+WEAK_RECALL = 0.5
+#: A sanity check passes when the mean rank correlation with the trained
+#: map stays below this at every randomised stage (benchmarks/sanity_checks.py).
+SANITY_PASS_BELOW = 0.5
 
 
 def report_evaluation(estimator, dataset, out, *, force=False, **options):
@@ -91,7 +113,7 @@ def evaluation_report(estimator, dataset, *, cv, title="ckdlearn evaluation", de
     if description:
         report.add_text(description)
     _data_section(report, dataset, y, groups)
-    _scores_section(report, result, y)
+    _scores_section(report, result, y, groups)
     _calibration_section(report, result)
     _trust_section(report, result)
     progress("explaining out-of-fold predictions with Grad-CAM ...")
@@ -114,11 +136,21 @@ def _data_section(report, dataset, y, groups):
     rows.append(["all", len(y), int(len(np.unique(groups)))])
     report.add_table(rows, header=["class", "slices", "scan series"])
     height, width = dataset.images.shape[1:3]
+    diagnostics = dataset.get("groups_diagnostics") or {"source": {"inferred": len(y)},
+                                                        "reliable": True}
+    sources = ", ".join(f"{name} ({count} slices)" for name, count in diagnostics["source"].items())
     report.add_text(
         f"Images: {height}x{width} pixels, greyscale in [0, 1]. Folds keep each "
-        "scan series whole (StratifiedGroupKFold on the inferred series); SMOTE, "
-        "when used, runs inside each training fold only."
+        f"scan series whole (StratifiedGroupKFold on the series; groups from: {sources}); "
+        "SMOTE, when used, runs inside each training fold only."
     )
+    if not diagnostics["reliable"]:
+        report.add_text(
+            "The inferred series may not keep each scan whole: "
+            + "; ".join(diagnostics["reasons"])
+            + ". Scores may be optimistic; give the true groups (--groups FILE).",
+            css_class="note",
+        )
 
 
 def _cross_validated_baselines(result, y):
@@ -132,7 +164,99 @@ def _cross_validated_baselines(result, y):
     return {name: label_scores(result.y_true, guess) for name, guess in guesses.items()}
 
 
-def _scores_section(report, result, y):
+def describe_verdict(matrix, classes, *, macro_f1, accuracy, baseline, intervals=None,
+                     normal="Normal"):
+    """The verdict on out-of-fold predictions, derived from their numbers.
+
+    Compares macro-F1 with the best baseline (by the lower end of its
+    interval where there is one), names the weakest class by recall and
+    the most dangerous confusion: the finding (any class but ``normal``)
+    whose slices are most often called ``normal``, with its share.
+
+    Parameters
+    ----------
+    matrix : array-like of shape (n_classes, n_classes)
+        Confusion counts, rows the true classes, in the order of ``classes``.
+    classes : sequence of str
+    macro_f1, accuracy : float
+        The pooled out-of-fold scores.
+    baseline : (str, float)
+        The best baseline's name and macro-F1.
+    intervals : dict or None
+        ``"macro_f1"`` and ``"accuracy"`` to
+        :class:`~ckdlearn.metrics.BootstrapInterval` (by scan series).
+    normal : str, default="Normal"
+        The class that means "nothing found".
+
+    Returns
+    -------
+    text : str
+
+    Examples
+    --------
+    >>> from ckdlearn.workflows.reporting import describe_verdict
+    >>> matrix = [[80, 10, 5, 5], [5, 90, 3, 2], [10, 10, 75, 5], [20, 54, 8, 18]]
+    >>> text = describe_verdict(matrix, ["Cyst", "Normal", "Stone", "Tumor"],
+    ...                         macro_f1=0.62, accuracy=0.66, baseline=("majority class", 0.15))
+    >>> "Weakest class: Tumor (recall 0.18)" in text, "54% of Tumor slices" in text
+    (True, True)
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    classes = [str(c) for c in classes]
+    totals = matrix.sum(axis=1)
+    present = totals > 0
+    recall = np.divide(np.diag(matrix), totals, out=np.full(len(classes), np.nan), where=present)
+    name, base_f1 = baseline
+    intervals = intervals or {}
+
+    def figure(key, value):
+        interval = intervals.get(key)
+        if interval is None:
+            return f"{value:.3f}"
+        return (f"{value:.3f} (95% interval {interval.low:.3f}-{interval.high:.3f}, "
+                "resampling scan series)")
+
+    f1_interval = intervals.get("macro_f1")
+    beats = (f1_interval.low if f1_interval is not None else macro_f1 - 0.05) > base_f1
+    text = (f"Macro-F1 {figure('macro_f1', macro_f1)} against {base_f1:.3f} for the best "
+            f"baseline ({name}); accuracy {figure('accuracy', accuracy)}. ")
+    weakest = int(np.nanargmin(recall)) if present.any() else None
+    if not beats:
+        text += ("No clear evidence that the model tells the classes apart on unseen scan "
+                 "series: its macro-F1 is not clearly above the baseline's. ")
+    elif weakest is not None and recall[weakest] < WEAK_RECALL:
+        text += (f"Better than the baselines overall, but it misses most {classes[weakest]} "
+                 f"slices: do not rely on it for {classes[weakest]}. ")
+    else:
+        text += "Better than the baselines, on every class. "
+    if weakest is not None:
+        text += f"Weakest class: {classes[weakest]} (recall {recall[weakest]:.2f}). "
+    if normal in classes:
+        column = classes.index(normal)
+        findings = [i for i in range(len(classes)) if i != column and present[i]]
+        shares = {i: matrix[i, column] / totals[i] for i in findings}
+        worst = max(shares, key=shares.get) if shares else None
+        if worst is not None and shares[worst] > 0:
+            text += (f"Most dangerous confusion: {shares[worst]:.0%} of {classes[worst]} slices "
+                     f"({int(matrix[worst, column])} of {int(totals[worst])}) were called "
+                     f"{normal}, a finding missed.")
+        elif worst is not None:
+            text += f"No {', '.join(classes[i] for i in findings)} slice was called {normal}."
+    else:
+        off = matrix / np.where(present, totals, 1)[:, None]
+        np.fill_diagonal(off, 0)
+        true, predicted = np.unravel_index(int(np.argmax(off)), off.shape)
+        if off[true, predicted] > 0:
+            text += (f"Largest confusion: {off[true, predicted]:.0%} of {classes[true]} slices "
+                     f"were called {classes[predicted]}.")
+    return text.strip()
+
+
+def _scores_section(report, result, y, groups):
+    from sklearn.metrics import confusion_matrix
+
+    from ..metrics import grouped_bootstrap_interval
+
     report.add_section("Cross-validated scores")
     names = list(result.fold_scores)
     rows = [
@@ -145,25 +269,33 @@ def _scores_section(report, result, y):
     for name, scores in baselines.items():
         rows.append([f"baseline: {name}"] + [scores.get(n, "–") for n in names])
     report.add_table(
-        rows, header=["", *names],
+        rows, header=["", *(SCORE_NAMES.get(n, n) for n in names)],
         row_classes=[None] * (len(rows) - len(baselines)) + ["baseline"] * len(baselines),
     )
+    report.add_text(SCORE_DEFINITIONS, css_class="muted")
     name, best = max(baselines.items(), key=lambda item: item[1]["macro_f1"])
     model_f1 = float(result.pooled_scores.get("macro_f1", math.nan))
-    margin = model_f1 - best["macro_f1"]
-    verdict = f"The model's pooled macro-F1 is {model_f1:.3f}, the best baseline's ({name}) {best['macro_f1']:.3f}: "
-    verdict += (
-        "the model clearly learned something." if margin >= 0.05 else
-        "no clear evidence that the model tells the classes apart on unseen scan series."
+    accuracy = float(result.pooled_scores.get("accuracy", math.nan))
+    series = np.asarray(groups)[result.indices]
+    intervals = {}
+    if len(np.unique(series)) >= 2:
+        intervals = {
+            key: grouped_bootstrap_interval(result.y_true, result.y_pred, series, metric=metric,
+                                            random_state=0)
+            for key, metric in (("macro_f1", "f1_macro"), ("accuracy", "accuracy"))
+        }
+    verdict = describe_verdict(
+        confusion_matrix(result.y_true, result.y_pred, labels=result.classes), result.classes,
+        macro_f1=model_f1, accuracy=accuracy, baseline=(name, best["macro_f1"]), intervals=intervals,
     )
     majority = baselines["majority class"]["accuracy"]
-    if result.pooled_scores.get("accuracy", math.nan) < majority:
+    if accuracy < majority:
         verdict += f" Its accuracy is below always answering the majority class ({majority:.3f})."
     report.add_text(
         "Baselines, fitted on each fold's training labels: the majority class "
         "always answers the most frequent class; stratified chance guesses at "
         "the class frequencies. A model that learned something beats both on "
-        "macro-F1, which weighs every class equally. " + verdict,
+        "macro-F1. " + verdict,
         css_class="note",
     )
     report.add_table(
@@ -195,7 +327,11 @@ def _calibration_section(report, result):
     figure = plot_reliability_diagram(result.y_true, result.y_proba, labels=result.classes)
     report.add_figure(
         figure, "reliability",
-        caption=f"Reliability of the top-class probability (ECE {ece:.3f}; 0 is perfectly calibrated).",
+        caption=(
+            f"Reliability of the top-class probability. ECE (expected calibration error) "
+            f"{ece:.3f}: the gap between confidence and accuracy, averaged over the "
+            "confidence bins weighted by their share of slices; 0 is perfectly calibrated."
+        ),
     )
 
 
@@ -224,7 +360,9 @@ def _trust_section(report, result):
             "Accuracy of the answers the model is surest of, against the share answered. "
             "A scan's answer combines its slices (mean log-probability); uncertainty is the "
             "entropy of the probabilities. AUROC: how well the uncertainty tells wrong "
-            "answers from right ones (0.5 is no better than chance)."
+            "answers from right ones (0.5 is no better than chance). AURC (in the legend): "
+            "the area under the risk-coverage curve, the error rate averaged over every "
+            "coverage; lower is better."
         ),
     )
 
@@ -240,11 +378,10 @@ def _sanity_section(report, result, dataset, n_images=12, methods=("gradcam", "g
     rows = result.indices[result.fold == 0]
     rows = rows[np.linspace(0, len(rows) - 1, min(n_images, len(rows))).astype(int)]
     test = randomisation_test(result.estimators[0], dataset.data[rows], methods=methods)
-    table = [
-        [method, *(float(np.mean(stage)) for stage in test.spearman[method])]
-        for method in methods
-    ]
-    report.add_table(table, header=["method", *(f"{stage} randomised" for stage in test.stages)])
+    table = {method: [float(np.mean(stage)) for stage in test.spearman[method]] for method in methods}
+    report.add_table([[method, *values] for method, values in table.items()],
+                     header=["method", *(f"{stage} randomised" for stage in test.stages)])
+    report.add_text(describe_layers(test.stages), css_class="muted")
     report.add_figure(
         plot_randomisation_test(test), "sanity_check",
         caption=(
@@ -252,10 +389,58 @@ def _sanity_section(report, result, dataset, n_images=12, methods=("gradcam", "g
             "and from copies whose layers are re-initialised from the top down (Adebayo et "
             "al., 2018), on held-out slices of the first fold. A map that depends on what "
             "the network learned falls towards 0 at once; one that stays high shows the "
-            "image, not the model. On these CT slices Grad-CAM passes and Grad-CAM++ "
-            "does not (benchmarks/sanity_checks.py)."
+            "image, not the model. " + describe_sanity_check(table, test.stages)
         ),
     )
+
+
+def describe_layers(stages):
+    """What each randomised stage is: 'features.3 = the last convolution block (4 of 4)'."""
+    blocks = sorted(int(stage.split(".")[1]) for stage in stages
+                    if stage.startswith("features.") and stage.split(".")[1].isdigit())
+    n_blocks = max(blocks) + 1 if blocks else 0
+    words = []
+    for stage in stages:
+        if stage == "classifier":
+            words.append("classifier = the final linear layer, which turns features into class scores")
+        elif stage in (f"features.{b}" for b in blocks):
+            number = int(stage.split(".")[1]) + 1
+            place = ("the last convolution block" if number == n_blocks else
+                     "the first convolution block" if number == 1 else "a convolution block")
+            words.append(f"{stage} = {place} ({number} of {n_blocks})")
+        else:
+            words.append(f"{stage} = the network's submodule of that name")
+    return "Layers, randomised cumulatively from the top: " + "; ".join(words) + "."
+
+
+def describe_sanity_check(table, stages, pass_below=SANITY_PASS_BELOW):
+    """The sanity check's verdict, read off its table of mean correlations.
+
+    A method passes when its mean Spearman correlation with the trained map
+    stays below ``pass_below`` at every randomised stage
+    (benchmarks/sanity_checks.py uses the same rule).
+
+    Examples
+    --------
+    >>> from ckdlearn.workflows.reporting import describe_sanity_check
+    >>> describe_sanity_check({"gradcam": [0.1, 0.05], "gradcam++": [0.9, 0.7]},
+    ...                       ["classifier", "features.1"])
+    'Pass (mean correlation below 0.5 at every stage): gradcam. Fail: gradcam++ (0.90 with classifier randomised).'
+    """
+    passed, failed = [], []
+    for method, values in table.items():
+        values = np.asarray(values, dtype=np.float64)
+        if np.all(values < pass_below):
+            passed.append(method)
+        else:
+            worst = int(np.nanargmax(values))
+            failed.append(f"{method} ({values[worst]:.2f} with {stages[worst]} randomised)")
+    parts = []
+    if passed:
+        parts.append(f"Pass (mean correlation below {pass_below:g} at every stage): {', '.join(passed)}.")
+    if failed:
+        parts.append(f"Fail: {', '.join(failed)}.")
+    return " ".join(parts)
 
 
 def _pick_cases(result, groups, per_class):

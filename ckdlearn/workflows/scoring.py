@@ -55,7 +55,7 @@ def baseline_predictions(y_train, n_predictions, random_state=0):
     }
 
 
-def evaluate_model(model, data, *, on_error="raise", progress=silent):
+def evaluate_model(model, data, *, on_error="raise", progress=silent, groups=None):
     """Score a model (or a model file's path) on a labelled folder, beside the baselines.
 
     The folder may lack some of the model's classes (they are listed in
@@ -64,8 +64,10 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent):
     constant answer could do on these slices. Returns a Bunch of
     ``n_images``, ``accuracy``, ``macro_f1``, ``baselines`` (name to the
     same two scores), ``series`` (``n_series``, ``accuracy``, ``macro_f1``
-    of one answer per inferred scan series, and the series confusion
-    ``matrix``), ``selective`` (``auroc`` of the uncertainty for wrong
+    of one answer per scan series, and the series confusion ``matrix``),
+    ``scan_groups`` (where the series came from and whether the inferred
+    ones can be trusted: the dataset's ``groups_diagnostics``; ``groups``,
+    a CSV of ``filename,group`` rows, gives them), ``selective`` (``auroc`` of the uncertainty for wrong
     slices, ``accuracy_at_80``), ``missing_classes`` and ``report``
     (scikit-learn's ``classification_report``).
     """
@@ -74,7 +76,7 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent):
     model = as_model(model)
     classifier = final_classifier(model)
     classes = [str(c) for c in classifier.classes_]
-    dataset = load_labelled(data, classifier.image_shape_[-1], on_error, progress)
+    dataset = load_labelled(data, classifier.image_shape_[-1], on_error, progress, groups=groups)
     found = [str(name) for name in dataset.target_names]
     unknown = [name for name in found if name not in classes]
     if unknown:
@@ -104,6 +106,7 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent):
             n_series=int(len(scans.series)), **label_scores(scan_truth, scan_labels),
             matrix=confusion_matrix(scan_truth, scan_labels, labels=classes).tolist(),
         ),
+        scan_groups=dataset.groups_diagnostics,
         selective=Bunch(
             auroc=risk_coverage_curve(y, predictions, unsure).auroc,
             accuracy_at_80=accuracy_at_coverage(y, predictions, unsure, coverage=0.8),
