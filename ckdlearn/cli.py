@@ -61,6 +61,7 @@ def cmd_train(args):
 
     train_folder(
         args.data, args.out, image_size=args.image_size, on_error=args.on_error,
+        input_domain=args.input_domain,
         method=args.method, max_epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         width=args.width, random_state=args.seed, resume=args.resume, force=args.force,
         progress=_say,
@@ -72,7 +73,7 @@ def cmd_evaluate(args):
     from .workflows.scoring import evaluate_model
 
     scores = evaluate_model(args.model, args.data, on_error=args.on_error, progress=_say,
-                            groups=args.groups)
+                            groups=args.groups, input_domain=args.input_domain)
     if args.format == "json":
         print(json.dumps({key: value for key, value in scores.items() if key != "report"}, indent=2))
         return
@@ -95,7 +96,7 @@ def cmd_predict(args):
         check_outputs([args.output], overwrite=args.force)
     rows, scans = predict_files(
         args.model, args.inputs, progress=_say, on_error=args.on_error,
-        abstain_below=args.abstain_below, groups=args.groups,
+        abstain_below=args.abstain_below, groups=args.groups, input_domain=args.input_domain,
     )
     for scan in scans:
         _say(f"scan {scan['scan']} ({scan['n_slices']} slices): {scan['label']} "
@@ -131,6 +132,7 @@ def cmd_explain(args):
     written = explain_images(
         args.model, args.inputs, args.out, method=args.method, target=args.target,
         force=args.force, overlay_size=args.overlay_size, on_error=args.on_error, progress=_say,
+        input_domain=args.input_domain,
     )
     print(f"wrote {len(written) - 1} overlays and {written[-1]}")
 
@@ -250,6 +252,14 @@ _GROUPS_HELP = (
 )
 
 
+_INPUT_DOMAIN_HELP = (
+    "what the image files are: 'raw' slices as exported (JPEG/PNG, or DICOM after windowing), "
+    "equalised (CLAHE) at full resolution for the model, or 'clahe' slices already equalised "
+    "like the complete dataset's copy, used as they are"
+)
+_MODEL_HELP = "model file, or 'pretrained' for the reference model that ships with ckdlearn"
+
+
 def _groups_file(text):
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"groups file {text} does not exist")
@@ -269,7 +279,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     positive, size, folds = _number(), _number(minimum=8), _number(minimum=2)
 
-    def add(name, func, help_text, *, force=False, on_error=False):
+    def add(name, func, help_text, *, force=False, on_error=False, input_domain=False):
         sub = commands.add_parser(
             name, help=help_text, description=help_text,
             formatter_class=_DefaultsShown,
@@ -282,6 +292,9 @@ def build_parser():
         if on_error:
             sub.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                              help="stop at an unreadable image, or skip it with a warning")
+        if input_domain:
+            sub.add_argument("--input-domain", choices=["raw", "clahe"], default="raw",
+                             help=_INPUT_DOMAIN_HELP)
         return sub
 
     demo = add("demo", cmd_demo, "Evaluate and fit the default pipeline on the shipped sample; write a report.",
@@ -291,7 +304,7 @@ def build_parser():
     demo.add_argument("--folds", type=folds, default=3, help="scan-series folds")
 
     train_cmd = add("train", cmd_train, "Train on a labelled folder (CT KIDNEY layout or class folders).",
-                    force=True, on_error=True)
+                    force=True, on_error=True, input_domain=True)
     train_cmd.add_argument("data", help="dataset folder")
     train_cmd.add_argument("--out", required=True, help="model file to write (.ckdl)")
     train_cmd.add_argument("--image-size", type=size, default=96, help="pixels per side; 96 generalised "
@@ -306,14 +319,15 @@ def build_parser():
                            help="continue the interrupted run in OUT.checkpoint (same settings only)")
 
     evaluate_cmd = add("evaluate", cmd_evaluate, "Score a saved model on a labelled folder, beside trivial "
-                       "baselines.", on_error=True)
-    evaluate_cmd.add_argument("model", help="model file")
+                       "baselines.", on_error=True, input_domain=True)
+    evaluate_cmd.add_argument("model", help=_MODEL_HELP)
     evaluate_cmd.add_argument("data", help="labelled folder")
     evaluate_cmd.add_argument("--format", choices=["text", "json"], default="text")
     evaluate_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
 
-    predict_cmd = add("predict", cmd_predict, "Label image files with a saved model.", force=True, on_error=True)
-    predict_cmd.add_argument("model", help="model file")
+    predict_cmd = add("predict", cmd_predict, "Label image files with a saved model.", force=True,
+                      on_error=True, input_domain=True)
+    predict_cmd.add_argument("model", help=_MODEL_HELP)
     predict_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     predict_cmd.add_argument("--format", choices=["csv", "json"], default="csv")
     predict_cmd.add_argument("--output", "-o", help="write to this file instead of stdout")
@@ -323,8 +337,9 @@ def build_parser():
         help="answer 'uncertain' for slices and scans whose top probability is below P",
     )
 
-    explain_cmd = add("explain", cmd_explain, "Write Grad-CAM overlays for image files.", force=True, on_error=True)
-    explain_cmd.add_argument("model", help="model file")
+    explain_cmd = add("explain", cmd_explain, "Write Grad-CAM overlays for image files.", force=True,
+                      on_error=True, input_domain=True)
+    explain_cmd.add_argument("model", help=_MODEL_HELP)
     explain_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
     explain_cmd.add_argument("--out", required=True, help="output folder")
     explain_cmd.add_argument("--method", choices=_ChoicesOf("ckdlearn.explanation", "CAM_METHODS"), default="gradcam",

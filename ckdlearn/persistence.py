@@ -228,6 +228,8 @@ def _writable(step):
     fitted = {name: value for name, value in vars(step).items() if name.endswith("_")
               and not name.startswith("_") and name not in skorch_names}
     params = clone(step).get_params(deep=False)  # callbacks without their fitted state
+    if isinstance(params.get("initial_weights"), os.PathLike):
+        params["initial_weights"] = os.fspath(params["initial_weights"])  # plain data
     return {"params": params, "fitted": fitted, "history": [dict(row) for row in step.history_]}
 
 
@@ -386,6 +388,10 @@ def _rebuild(spec, tensors, device, fail):
             and isinstance(spec["params"], dict) and isinstance(spec["fitted"], dict)):
         fail("the classifier's entry is not a {params, fitted, history} record.")
     params = dict(spec["params"], **({} if device is None else {"device": device}))
+    # Files written before ckdlearn had input domains hold models trained on raw slices.
+    params.setdefault("domain", "raw")
+    # The weights come from the file: the model it was fine-tuned from need not exist here.
+    initial_weights = params.pop("initial_weights", None)
     if str(params.get("device")).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"The model was saved to run on device={params['device']!r}, but "
                            "CUDA is not available here. Load it with ckdlearn.load(path, "
@@ -400,6 +406,7 @@ def _rebuild(spec, tensors, device, fail):
         # which loading a model leaves as it was.
         with torch.random.fork_rng(devices=[]):
             clf.initialize()
+        clf.initial_weights = initial_weights
         if not all(isinstance(row, dict) for row in spec["history"]):
             raise ValueError("the history holds something other than epoch records")
     except Exception as error:  # whatever the file's values make the classes raise

@@ -195,3 +195,33 @@ def test_initial_weights_survive_clone(tmp_path):
 
     model = CKDNetClassifier(initial_weights="reference", lr=1e-4)
     assert clone(model).get_params()["initial_weights"] == "reference"
+
+
+def test_a_fine_tuned_model_loads_without_the_file_it_started_from(blob_data, tmp_path):
+    from ckdlearn import load
+
+    X, y = blob_data
+    save(tiny_classifier().fit(X, y), tmp_path / "source.ckdl")
+    tuned = tiny_classifier(max_epochs=1, initial_weights=tmp_path / "source.ckdl").fit(X, y)
+    save(tuned, tmp_path / "tuned.ckdl")
+    (tmp_path / "source.ckdl").unlink()
+    loaded = load(tmp_path / "tuned.ckdl")
+    assert str(loaded.initial_weights) == str(tmp_path / "source.ckdl")
+    np.testing.assert_allclose(loaded.predict_proba(X), tuned.predict_proba(X), atol=1e-5)
+
+
+def test_model_files_from_before_input_domains_are_raw(blob_data, tmp_path, monkeypatch):
+    """A file whose parameters lack ``domain`` was trained on raw slices."""
+    import ckdlearn.persistence as persistence
+    from ckdlearn import load
+
+    X, y = blob_data
+    model = tiny_classifier().fit(X, y)
+    params = CKDNetClassifier.get_params
+    monkeypatch.setattr(CKDNetClassifier, "get_params",
+                        lambda self, deep=True: {k: v for k, v in params(self, deep).items()
+                                                 if k not in ("domain", "initial_weights")})
+    save(model, tmp_path / "old.ckdl")
+    monkeypatch.undo()
+    assert persistence.load(tmp_path / "old.ckdl").domain == "raw"
+    assert load(tmp_path / "old.ckdl").initial_weights is None

@@ -23,10 +23,13 @@ OVERLAY_SIZE = 256
 
 
 def predict_files(model, files, progress=silent, on_error="raise", abstain_below=None,
-                  groups=None):
+                  groups=None, input_domain="raw"):
     """Label and class probabilities for each image file, and each scan's answer.
 
-    ``model`` is a fitted classifier or pipeline, or a model file's path;
+    ``model`` is a fitted classifier or pipeline, a model file's path, or
+    ``"pretrained"`` for the reference model; ``input_domain`` says whether
+    the files are raw slices or already CLAHE-equalised (they are brought
+    into the model's domain);
     ``files`` are image files and/or folders (searched recursively);
     ``on_error='skip'`` leaves unreadable files out with a warning. The
     slices are grouped into scans as the loaders group them (DICOM
@@ -61,7 +64,7 @@ def predict_files(model, files, progress=silent, on_error="raise", abstain_below
         raise FileNotFoundError(f"Groups file {groups} does not exist.")
     files = find_image_files(files)
     model = as_model(model)
-    images, files = read_for_model(files, model, progress, on_error)
+    images, files = read_for_model(files, model, progress, on_error, input_domain)
     classifier, flat = final_step_input(model, images.reshape(len(images), -1))
     proba = classifier.predict_proba(flat)
     unsure = classifier.predict_uncertainty(flat)
@@ -127,7 +130,8 @@ def _overlay_names(files):
 
 
 def explain_images(model, files, out, *, method="gradcam", target=None, force=False,
-                   overlay_size=OVERLAY_SIZE, on_error="raise", progress=silent):
+                   overlay_size=OVERLAY_SIZE, on_error="raise", progress=silent,
+                   input_domain="raw"):
     """Write one heatmap overlay PNG per image and a grid of them into ``out``.
 
     ``model``, ``files``, ``on_error`` and ``progress`` are as for
@@ -156,12 +160,14 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
     model = as_model(model)
     if target is not None:
         target = _coerce_label(target, final_classifier(model).classes_)
-    images, files = read_for_model(files, model, progress, on_error)
+    images, files = read_for_model(files, model, progress, on_error, input_domain)
     flat = images.reshape(len(images), -1)
     heatmaps, scores = explain(model, flat, method=method, target=target, return_scores=True)
     predictions = model.predict(flat)
     size = max(int(overlay_size), images.shape[-1])
-    slices = read_images(files, image_size=size)
+    # The overlays show the slices as the model saw them, in its domain.
+    slices = read_images(files, image_size=size, domain=final_classifier(model).domain,
+                         input_domain=input_domain)
     heatmaps = torch.nn.functional.interpolate(
         torch.from_numpy(np.ascontiguousarray(heatmaps, dtype=np.float32))[:, None],
         size=(size, size), mode="bilinear", align_corners=False,

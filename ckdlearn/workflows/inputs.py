@@ -19,8 +19,19 @@ from .progress import silent
 __all__ = ["as_model", "find_image_files", "load_labelled", "read_for_model", "read_groups_file"]
 
 
+#: The name that stands for the reference model wherever a model file is asked for.
+PRETRAINED = "pretrained"
+
+
 def as_model(model):
-    """The model itself, or the model loaded from a model file's path."""
+    """The model itself, the reference model for ``"pretrained"``, or a model file's model.
+
+    A file that happens to be called ``pretrained`` is read as ``./pretrained``.
+    """
+    if isinstance(model, str) and model == PRETRAINED:
+        from ..datasets import load_pretrained
+
+        return load_pretrained()
     if isinstance(model, (str, os.PathLike)):
         from ..persistence import load
 
@@ -28,16 +39,22 @@ def as_model(model):
     return model
 
 
-def load_labelled(data, image_size, on_error="raise", progress=silent, groups=None):
+def load_labelled(data, image_size, on_error="raise", progress=silent, groups=None, *,
+                  domain="clahe", input_domain="raw"):
     """Load a labelled folder (CT KIDNEY layout, or class folders), saying what was found.
+
+    Slices are brought from ``input_domain`` into ``domain``
+    (:func:`ckdlearn.datasets.load_ct_kidney`).
 
     ``groups``, the path of a CSV of ``filename,group`` rows
     (:func:`read_groups_file`), replaces the scan groups the loader found.
     """
     if groups is not None and not Path(groups).is_file():
         raise FileNotFoundError(f"Groups file {groups} does not exist.")
-    progress(f"loading {data} at {image_size} px ...")
-    dataset = load_ct_kidney(data, image_size=image_size, on_error=on_error)
+    step = "" if input_domain == domain else f", {input_domain} -> {domain}"
+    progress(f"loading {data} at {image_size} px{step} ...")
+    dataset = load_ct_kidney(data, image_size=image_size, on_error=on_error, domain=domain,
+                             input_domain=input_domain)
     if groups is not None:
         names = [str(name) for name in dataset.filenames]
         paths = [str(Path(dataset.root) / name) for name in names]
@@ -100,13 +117,17 @@ def _count_resized(files, image_size):
     return resized
 
 
-def read_for_model(files, model, progress=silent, on_error="raise"):
-    """Read image files at the size the model was trained on.
+def read_for_model(files, model, progress=silent, on_error="raise", input_domain="raw"):
+    """Read image files at the size, and in the domain, the model was trained on.
+
+    ``input_domain`` says what the files are; raw slices are equalised for a
+    model of the ``"clahe"`` domain (:mod:`ckdlearn.preprocessing`).
 
     Returns the images and the files that were read (all of them unless
     ``on_error='skip'`` left some out).
     """
-    channels, height, width = final_classifier(model).image_shape_
+    classifier = final_classifier(model)
+    channels, height, width = classifier.image_shape_
     if channels != 1 or height != width:
         raise ValueError(
             f"This model takes {channels}-channel {height}x{width} images; "
@@ -115,7 +136,8 @@ def read_for_model(files, model, progress=silent, on_error="raise"):
     resized = _count_resized(files, height)
     if resized:
         progress(f"note: {resized} of {len(files)} images resized to {height}x{width} pixels.")
-    images, skipped = read_images(files, image_size=height, on_error=on_error, return_skipped=True)
+    images, skipped = read_images(files, image_size=height, on_error=on_error, return_skipped=True,
+                                  domain=classifier.domain, input_domain=input_domain)
     if not len(images):
         raise ValueError(f"None of the {len(files)} image files could be read (each is named above).")
     skipped_paths = {path for path, _ in skipped}

@@ -55,7 +55,8 @@ def baseline_predictions(y_train, n_predictions, random_state=0):
     }
 
 
-def evaluate_model(model, data, *, on_error="raise", progress=silent, groups=None):
+def evaluate_model(model, data, *, on_error="raise", progress=silent, groups=None,
+                   input_domain="raw"):
     """Score a model (or a model file's path) on a labelled folder, beside the baselines.
 
     The folder may lack some of the model's classes (they are listed in
@@ -76,7 +77,8 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent, groups=Non
     model = as_model(model)
     classifier = final_classifier(model)
     classes = [str(c) for c in classifier.classes_]
-    dataset = load_labelled(data, classifier.image_shape_[-1], on_error, progress, groups=groups)
+    dataset = load_labelled(data, classifier.image_shape_[-1], on_error, progress, groups=groups,
+                            domain=classifier.domain, input_domain=input_domain)
     found = [str(name) for name in dataset.target_names]
     unknown = [name for name in found if name not in classes]
     if unknown:

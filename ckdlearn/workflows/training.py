@@ -172,7 +172,8 @@ def train(
     return estimator
 
 
-def train_folder(data, model_path, *, image_size=96, on_error="raise", progress=silent, **params):
+def train_folder(data, model_path, *, image_size=96, on_error="raise", progress=silent,
+                 input_domain="raw", **params):
     """Check the outputs, then load a labelled folder and :func:`train` on it.
 
     ``params`` are :func:`train`'s keyword arguments; the model file and a
@@ -184,7 +185,8 @@ def train_folder(data, model_path, *, image_size=96, on_error="raise", progress=
         model_path, {"image_size": image_size, **run},
         resume=params.get("resume", False), force=params.get("force", False),
     )
-    dataset = load_labelled(data, image_size, on_error, progress)
+    # The default recipe works in the "clahe" domain (the network's default).
+    dataset = load_labelled(data, image_size, on_error, progress, input_domain=input_domain)
     started = time.perf_counter()
     estimator = train(dataset, model_path, progress=progress, **params)
     progress(f"trained in {time.perf_counter() - started:.0f} s")
