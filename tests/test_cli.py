@@ -246,12 +246,25 @@ def test_predict_to_file_and_no_overwrite(model_file, dataset_dir, tmp_path, cap
     assert len(json.loads(nested.read_text())) == 8
 
 
+def test_predict_says_nothing_of_shrinking_square_slices(model_file, tmp_path, capsys):
+    for size in (32, 64, 512):
+        Image.fromarray(np.full((size, size), 90, dtype=np.uint8)).save(tmp_path / f"square{size}.png")
+    status, out, err = run(["predict", model_file, tmp_path], capsys)
+    assert status == 0, err
+    assert "resized" not in err and "note:" not in err
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((16, 16), 90, dtype=np.uint8)).save(small)
+    status, out, err = run(["predict", model_file, tmp_path], capsys)
+    notes = [line for line in err.splitlines() if "resized" in line]
+    assert notes == ["note: of 4 images, 1 smaller (enlarged) were resized to 32x32 pixels."], err
+
+
 def test_predict_resizes_other_sizes_and_says_so(model_file, tmp_path, capsys):
     big = tmp_path / "big.png"
     Image.fromarray(np.full((100, 80), 90, dtype=np.uint8)).save(big)
     status, out, err = run(["predict", model_file, big], capsys)
     assert status == 0, err
-    assert "resized to 32x32" in err
+    assert "resized to 32x32" in err and "1 not square (aspect ratio changed)" in err
     assert "big.png" in out
 
 
@@ -313,6 +326,11 @@ def test_audit(dataset_dir, capsys):
     summary = json.loads(out)
     assert summary["n_images"] == 32
     assert len(summary["by_scan_series"]) == 2 and len(summary["random_slices"]) == 2
+    status, out, err = run(["audit", dataset_dir, "--image-size", 32, "--folds", 2], capsys)
+    assert status == 0, err
+    # The counts are of pairs of slices, and say so.
+    near = sum(fold["n_near"] for fold in summary["random_slices"])
+    assert f"exact, {near} near)" in out and out.count("(duplicate pairs: ") == 2
 
 
 # --- bad input ----------------------------------------------------------------------
@@ -578,6 +596,8 @@ def test_wrong_class_folder_names_are_reported(dataset_dir, tmp_path, capsys):
     assert status == 0, err
     warning = [line for line in err.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "'Tumour'" in warning[0] and "did you mean 'Tumor'" in warning[0]
+    # In the command's terms, not the Python argument's.
+    assert "classes=" not in err and "out of the data folder" in warning[0]
     assert "Cyst 8, Normal 8, Stone 8, Tumour 8" in err
 
 
@@ -601,18 +621,49 @@ def test_help_version_and_typos_do_not_load_torch():
     code = (
         "import sys\n"
         "from ckdlearn.cli import main\n"
-        "for argv in (['--help'], ['--version'], ['trian'], ['train', '--help']):\n"
+        "for argv in (['--help'], ['--version'], ['trian'], ['train', '--help'], ['explain', '--help'],\n"
+        "             ['demo', '--help'], ['evaluate', '--help'], ['predict', '--help'], ['audit', '--help'],\n"
+        "             ['reproduce-paper', '--help'], ['--debug', 'explain', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = [m for m in ('torch', 'skorch', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'skorch', 'sklearn', 'matplotlib', 'pytorch_grad_cam', 'numpy')\n"
+        "         if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "invalid choice: 'trian'" in done.stderr
     assert "did you mean 'train'?" in done.stderr
+
+
+def test_explain_lists_every_cam_method_without_importing_them(capsys):
+    from ckdlearn._method_names import CAM_METHOD_NAMES
+    from ckdlearn.cam import CAM_METHODS
+
+    assert CAM_METHOD_NAMES == tuple(CAM_METHODS)
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "CAM method: " + ", ".join(CAM_METHODS) in text
+
+
+def test_help_shows_defaults_and_explains_arguments(capsys):
+    for command in ("predict", "explain", "evaluate", "audit", "train"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        if command in ("predict", "explain"):
+            assert "FILES_OR_DIR image files and/or folders" in text
+        if command != "explain" and command != "train":
+            assert re.search(r"--format \{[a-z,]+\} \w", text), text  # explained, not bare
+    assert "seeds SMOTE and the network (default: 0)" in text
+
+
+def test_debug_is_accepted_before_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "predict", str(tmp_path / "missing.ckdl"), str(tmp_path)])
 
 
 @pytest.mark.parametrize("listed", ["'demo', 'train'", "demo, train"])  # Python < / >= 3.12.8
