@@ -283,7 +283,7 @@ def build_parser():
     train_cmd.add_argument("data", help="dataset folder")
     train_cmd.add_argument("--out", required=True, help="model file to write (.ckdl)")
     train_cmd.add_argument("--image-size", type=size, default=96, help="pixels per side; 96 generalised "
-                           "better than 64 to unseen scan series (benchmarks/ACCURACY.md)")
+                           "better than 64 to unseen scan series (the docs' accuracy page)")
     train_cmd.add_argument("--epochs", type=positive, default=20, help="training epochs")
     train_cmd.add_argument("--lr", type=_number(float, 0.0, above=True), default=1e-3, help="learning rate")
     train_cmd.add_argument("--batch-size", type=folds, default=32, help="images per batch")

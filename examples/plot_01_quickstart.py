@@ -32,11 +32,9 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from ckdlearn.datasets import load_ct_kidney, load_ct_kidney_sample
 
-torch.set_num_threads(2)  # the docs are built on a small shared machine
 
 root = os.environ.get("CKDLEARN_DATA")
 if root and os.path.isdir(root):
