@@ -681,7 +681,7 @@ def test_stdout_holds_results_and_progress_goes_to_stderr(dataset_dir, tmp_path,
                             "--epochs", 2, "--width", 4], capsys)
     assert status == 0, err
     assert out == f"model: {path}\n"
-    assert "training: epoch 1: train loss" in err and "training: epoch 2:" in err
+    assert "training: epoch 1 of 2: train loss" in err and "training: epoch 2 of 2:" in err
     assert "\x1b[" not in out + err  # no colour codes when not on a terminal
 
 
