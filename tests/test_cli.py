@@ -742,7 +742,7 @@ def _interrupt_once_training(args, tmp_path):
     lines = []
     for line in process.stderr:
         lines.append(line)
-        if ": epoch 1:" in line:
+        if ": epoch 1 of " in line:
             process.send_signal(signal.SIGINT)
             break
     out, rest = process.communicate(timeout=120)
