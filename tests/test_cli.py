@@ -503,6 +503,7 @@ def test_outputs_are_checked_before_any_work(command, model_file, dataset_dir, t
     status, _, err = run(args, capsys)
     assert_one_line_error(status, err, "already exists", "--force")
     assert "overwrite=True" not in err and "force=True" not in err
+    assert "Errno" not in err and err.count(str(tmp_path)) == 1  # the path, said once
     # Nothing was loaded, trained or predicted first.
     for sign_of_work in ("loading", "sample:", "resized", "cross-validating", "epoch"):
         assert sign_of_work not in err
