@@ -9,7 +9,6 @@ a folder and leaves everything else there as it was. :func:`check_outputs`
 runs before the work, so a run that cannot save its result fails at once.
 """
 
-import errno
 import os
 import tempfile
 from contextlib import suppress
@@ -19,12 +18,29 @@ __all__ = ["atomic_write_bytes", "check_outputs", "write_files"]
 
 
 def _exists_error(path):
+    # No errno: str() of an OSError built with one reads "[Errno 17] ...: 'path'".
     return FileExistsError(
-        errno.EEXIST,
         f"{os.fspath(path)!r} already exists; pass overwrite=True to replace it, "
-        "or choose another name",
-        os.fspath(path),
+        "or choose another name"
     )
+
+
+def _probe_folder(folder):
+    """Why files cannot be created in the existing ``folder``, or None if they can.
+
+    A real file is created and removed: ``os.access`` says yes to root
+    on read-only file systems such as ``/sys`` and ``/proc``.
+    """
+    if not folder.is_dir():
+        return "is a file, not a folder"
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".ckdlearn-probe.", dir=folder)
+    except OSError as error:
+        return f"is not a writable folder ({(error.strerror or str(error)).lower()})"
+    os.close(descriptor)
+    with suppress(OSError):
+        os.unlink(probe)
+    return None
 
 
 def check_outputs(paths, *, overwrite=False):
@@ -48,7 +64,9 @@ def check_outputs(paths, *, overwrite=False):
     IsADirectoryError
         If a path names a folder.
     PermissionError
-        If the folder that would hold a file cannot be written to.
+        If the folder that would hold a file, or the nearest existing
+        folder above it, cannot be written to; NotADirectoryError if that
+        is a file. Both name the path asked for.
 
     Examples
     --------
@@ -59,23 +77,20 @@ def check_outputs(paths, *, overwrite=False):
     >>> [path.name for path in check_outputs([folder / "new" / "model.ckdl"])]
     ['model.ckdl']
     """
-    checked = []
+    checked, probed = [], {}
     for path in map(lambda p: Path(os.fspath(p)), paths):
         if path.is_dir():
-            raise IsADirectoryError(
-                errno.EISDIR, f"{os.fspath(path)!r} is a folder; name a file to write",
-                os.fspath(path),
-            )
+            raise IsADirectoryError(f"{os.fspath(path)!r} is a folder; name a file to write")
         if os.path.lexists(path) and not overwrite:
             raise _exists_error(path)
         existing = path.parent
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(
-                errno.EACCES, f"cannot write {path.name!r}: {os.fspath(existing)!r} "
-                "is not a writable folder", os.fspath(existing),
-            )
+        if existing not in probed:  # many outputs share one folder
+            probed[existing] = _probe_folder(existing)
+        if probed[existing] is not None:
+            error = NotADirectoryError if existing.is_file() else PermissionError
+            raise error(f"cannot write {os.fspath(path)!r}: {os.fspath(existing)!r} {probed[existing]}")
         checked.append(path)
     return checked
 
@@ -124,10 +139,12 @@ def atomic_write_bytes(path, data, *, overwrite=False):
     directory = path.parent
     if not directory.is_dir():
         raise FileNotFoundError(
-            errno.ENOENT, f"No folder {os.fspath(directory)!r} to write {path.name!r} in; "
-            "create it first", os.fspath(directory),
+            f"No folder {os.fspath(directory)!r} to write {path.name!r} in; create it first"
         )
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:  # name the file asked for, not the temporary one
+        raise type(error)(f"cannot write {os.fspath(path)!r}: {error.strerror or error}") from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)

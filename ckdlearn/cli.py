@@ -32,6 +32,9 @@ _CLI_SPELLING = {
     "force=True": "--force",
     "resume=True": "--resume",
     "on_error='skip'": "--on-error skip",
+    "or pass classes=[...] naming the classes you mean to load.":
+        "or move the folders of classes you do not mean to load out of the data folder.",
+    "or leave the class out with classes=[...].": "or move that class folder out of the data folder.",
 }
 
 
@@ -39,6 +42,16 @@ def _for_cli(message):
     for python, option in _CLI_SPELLING.items():
         message = message.replace(python, option)
     return message
+
+
+def _message_of(error):
+    """An error's text without ``[Errno N]`` or a repeated file name."""
+    if isinstance(error, OSError) and error.strerror:
+        message, filename = error.strerror, error.filename
+        if filename is not None and str(filename) not in message:
+            message += f": {filename}"  # an OS error says what failed, not where
+        return message.strip()
+    return str(error).strip() or type(error).__name__
 
 
 def _say(message):
@@ -98,9 +111,12 @@ def cmd_predict(args):
         args.model, args.inputs, progress=_say, on_error=args.on_error,
         abstain_below=args.abstain_below, groups=args.groups, input_domain=args.input_domain,
     )
-    for scan in scans:
-        _say(f"scan {scan['scan']} ({scan['n_slices']} slices): {scan['label']} "
-             f"(confidence {scan['confidence']:.2f}, uncertainty {scan['uncertainty']:.2f})")
+    # A summary only: a line per scan drowns the terminal on a folder of
+    # slices; every scan's answer is in the output's scan_label column.
+    _say(f"predicted {len(rows)} slices in {len(scans)} inferred scan series; "
+         f"slices: {_tally(row['label'] for row in rows)}; "
+         f"scans: {_tally(scan['label'] for scan in scans)} "
+         "(each scan's answer in the scan_label column)")
     if args.format == "json":
         text = json.dumps(rows, indent=2) + "\n"
     else:
@@ -112,6 +128,13 @@ def cmd_predict(args):
     _emit(text, args.output, args.force)
     if args.output:
         _say(f"wrote {len(rows)} predictions to {args.output}")
+
+
+def _tally(labels):
+    """``"Cyst 3, Normal 5"``: how often each label occurs, most frequent first."""
+    from collections import Counter
+
+    return ", ".join(f"{label} {count}" for label, count in Counter(labels).most_common())
 
 
 def _emit(text, output, force):
@@ -134,7 +157,11 @@ def cmd_explain(args):
         force=args.force, overlay_size=args.overlay_size, on_error=args.on_error, progress=_say,
         input_domain=args.input_domain,
     )
-    print(f"wrote {len(written) - 1} overlays and {written[-1]}")
+    from .workflows.files import GRID_SIZE
+
+    n_overlays = len(written) - 1
+    shown = f" (showing {GRID_SIZE} of them)" if n_overlays > GRID_SIZE else ""
+    print(f"wrote {n_overlays} overlays and {written[-1]}{shown}")
 
 
 def cmd_audit(args):
@@ -154,7 +181,8 @@ def cmd_audit(args):
         print(
             f"{name:>22s}: test images with a duplicate in training per fold "
             + ", ".join(f"{fold['leaked_fraction']:.1%}" for fold in folds)
-            + f"  (exact {sum(f['n_exact'] for f in folds)}, near {sum(f['n_near'] for f in folds)})"
+            + f"  (duplicate pairs: {sum(f['n_exact'] for f in folds)} exact, "
+            f"{sum(f['n_near'] for f in folds)} near)"
         )
 
 
@@ -204,32 +232,10 @@ def _number(kind=int, minimum=1, above=False):
 
 class _DefaultsShown(argparse.HelpFormatter):
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS):
+        # By identity: a default of 0 (--seed) is shown, unlike False.
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
             return action.help
         return f"{action.help} (default: %(default)s)"
-
-
-class _ChoicesOf(list):
-    """Choices read from a module only when argparse checks or lists them,
-    so that building the parser imports nothing heavy."""
-
-    def __init__(self, module, name):
-        super().__init__()
-        self.source = (module, name)
-
-    def _load(self):
-        if not self:
-            from importlib import import_module
-
-            module, name = self.source
-            self.extend(sorted(getattr(import_module(module), name)))
-        return self
-
-    def __contains__(self, value):
-        return list.__contains__(self._load(), value)
-
-    def __iter__(self):
-        return list.__iter__(self._load())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -269,6 +275,7 @@ def _groups_file(text):
 def build_parser():
     """The argument parser of the ``ckdlearn`` command."""
     from . import __version__
+    from ._method_names import CAM_METHOD_NAMES
     from .workflows.pipeline import METHODS
 
     parser = _Parser(
@@ -276,6 +283,10 @@ def build_parser():
         "Run 'ckdlearn COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"ckdlearn {__version__}")
+    # Also accepted before the command; a separate dest, because a
+    # subcommand's own default would overwrite this one's value.
+    parser.add_argument("--debug", action="store_true", dest="debug_any",
+                        help="show tracebacks on errors (also accepted after the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     positive, size, folds = _number(), _number(minimum=8), _number(minimum=2)
 
@@ -308,7 +319,7 @@ def build_parser():
     train_cmd.add_argument("data", help="dataset folder")
     train_cmd.add_argument("--out", required=True, help="model file to write (.ckdl)")
     train_cmd.add_argument("--image-size", type=size, default=96, help="pixels per side; 96 generalised "
-                           "better than 64 to unseen scan series (benchmarks/ACCURACY.md)")
+                           "better than 64 to unseen scan series (the docs' accuracy page)")
     train_cmd.add_argument("--epochs", type=positive, default=20, help="training epochs")
     train_cmd.add_argument("--lr", type=_number(float, 0.0, above=True), default=1e-3, help="learning rate")
     train_cmd.add_argument("--batch-size", type=folds, default=32, help="images per batch")
@@ -322,14 +333,17 @@ def build_parser():
                        "baselines.", on_error=True, input_domain=True)
     evaluate_cmd.add_argument("model", help=_MODEL_HELP)
     evaluate_cmd.add_argument("data", help="labelled folder")
-    evaluate_cmd.add_argument("--format", choices=["text", "json"], default="text")
+    evaluate_cmd.add_argument("--format", choices=["text", "json"], default="text",
+                              help="a table for people, or JSON with every figure")
     evaluate_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
 
     predict_cmd = add("predict", cmd_predict, "Label image files with a saved model.", force=True,
                       on_error=True, input_domain=True)
     predict_cmd.add_argument("model", help=_MODEL_HELP)
-    predict_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
-    predict_cmd.add_argument("--format", choices=["csv", "json"], default="csv")
+    predict_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR",
+                             help="image files and/or folders (searched recursively)")
+    predict_cmd.add_argument("--format", choices=["csv", "json"], default="csv",
+                             help="one row per image, as CSV or a JSON list")
     predict_cmd.add_argument("--output", "-o", help="write to this file instead of stdout")
     predict_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
     predict_cmd.add_argument(
@@ -340,9 +354,10 @@ def build_parser():
     explain_cmd = add("explain", cmd_explain, "Write Grad-CAM overlays for image files.", force=True,
                       on_error=True, input_domain=True)
     explain_cmd.add_argument("model", help=_MODEL_HELP)
-    explain_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR")
+    explain_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR",
+                             help="image files and/or folders (searched recursively)")
     explain_cmd.add_argument("--out", required=True, help="output folder")
-    explain_cmd.add_argument("--method", choices=_ChoicesOf("ckdlearn.explanation", "CAM_METHODS"), default="gradcam",
+    explain_cmd.add_argument("--method", choices=CAM_METHOD_NAMES, default="gradcam",
                              metavar="METHOD", help="CAM method: %(choices)s")
     explain_cmd.add_argument("--target", help="class to explain (default: the prediction)")
     explain_cmd.add_argument("--overlay-size", type=size, default=256,
@@ -353,7 +368,8 @@ def build_parser():
     audit_cmd.add_argument("data", help="labelled folder")
     audit_cmd.add_argument("--image-size", type=size, default=64, help="pixels per side")
     audit_cmd.add_argument("--folds", type=folds, default=5, help="folds of each split")
-    audit_cmd.add_argument("--format", choices=["text", "json"], default="text")
+    audit_cmd.add_argument("--format", choices=["text", "json"], default="text",
+                           help="a summary for people, or JSON with every fold")
     audit_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
 
     paper = add("reproduce-paper", cmd_reproduce_paper,
@@ -383,6 +399,7 @@ def main(argv=None):
         130 when interrupted.
     """
     args = build_parser().parse_args(argv)
+    args.debug = args.debug or args.debug_any
     name = f"ckdlearn {args.command}"
 
     def on_interrupt(signum, frame):
@@ -409,7 +426,7 @@ def main(argv=None):
     except Exception as error:
         if args.debug:
             raise
-        message = str(error).strip() or type(error).__name__
+        message = _message_of(error)
         _say(f"{name}: error: {message}")
         return 1
     finally:

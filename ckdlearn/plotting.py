@@ -333,6 +333,8 @@ def plot_explanations(
     alpha=0.4,
     cmap="jet",
     panel_size=2.5,
+    suptitle=None,
+    colorbar=False,
 ):
     """Show CT slices in a grid with their heatmaps (e.g. Grad-CAM) laid over.
 
@@ -354,11 +356,17 @@ def plot_explanations(
         Colour map of the heatmaps.
     panel_size : float, default=2.5
         Side of each panel, in inches.
+    suptitle : str, default=None
+        A title above the grid, e.g. the method and the class explained.
+    colorbar : bool, default=False
+        Add a colour bar reading the heatmap's colours as relevance
+        from 0 to 1.
 
     Returns
     -------
     figure : matplotlib Figure
-        One axes per grid cell; cells past the last image are hidden.
+        One axes per grid cell (cells past the last image are hidden),
+        then the colour bar's axes when ``colorbar``.
 
     Raises
     ------
@@ -410,7 +418,17 @@ def plot_explanations(
         )
         if titles is not None:
             ax.set_title(str(titles[index]), fontsize="small")
+    if suptitle is not None:
+        figure.suptitle(str(suptitle))
     figure.tight_layout()
+    if colorbar:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        figure.colorbar(
+            ScalarMappable(Normalize(0, 1), cmap), ax=axes.ravel().tolist(),
+            fraction=0.03, pad=0.02, label="relevance (heatmap, 0 to 1)",
+        )
     return figure
 
 

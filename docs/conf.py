@@ -42,6 +42,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.viewcode",
+    "viewcode_links",  # docs/sphinxext: mends viewcode links that Sphinx 9 leaves dead
     "numpydoc",
     "sphinx_gallery.gen_gallery",
 ]

@@ -33,11 +33,9 @@ CT slices: CT KIDNEY DATASET (Normal-Cyst-Tumor-Stone), Islam M. N. et al.,
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from ckdlearn.datasets import load_ct_kidney, load_ct_kidney_sample, local_data_folder
 
-torch.set_num_threads(2)  # the docs are built on a small shared machine
 
 root = local_data_folder("ct-kidney-full")
 if root is not None:

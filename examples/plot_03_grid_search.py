@@ -29,12 +29,10 @@ CT slices: CT KIDNEY DATASET (Normal-Cyst-Tumor-Stone), Islam M. N. et al.,
 # at the end.
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn.datasets import load_ct_kidney_sample
 
-torch.set_num_threads(2)  # the docs are built on a small shared machine
 
 dataset = load_ct_kidney_sample(image_size=32)
 X, y, groups = dataset.data, dataset.target_names[dataset.target], dataset.groups

@@ -25,13 +25,11 @@ CT slices: CT KIDNEY DATASET (Normal-Cyst-Tumor-Stone), Islam M. N. et al.,
 # the network has not seen.
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
 from ckdlearn.datasets import load_ct_kidney_sample
 
-torch.set_num_threads(2)  # the docs are built on a small shared machine
 ATTRIBUTION = "CT KIDNEY DATASET, Islam et al. 2022, CC BY 4.0"
 
 dataset = load_ct_kidney_sample()

@@ -21,7 +21,6 @@ CT slices: CT KIDNEY DATASET (Normal-Cyst-Tumor-Stone), Islam M. N. et al.,
 # ----------------------
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import make_pipeline
 from sklearn.model_selection import StratifiedGroupKFold
@@ -29,7 +28,6 @@ from sklearn.model_selection import StratifiedGroupKFold
 from ckdlearn import CKDNetClassifier
 from ckdlearn.datasets import load_ct_kidney_sample
 
-torch.set_num_threads(2)  # the docs are built on a small shared machine
 ATTRIBUTION = "CT KIDNEY DATASET, Islam et al. 2022, CC BY 4.0"
 
 dataset = load_ct_kidney_sample()

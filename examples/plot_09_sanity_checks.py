@@ -33,14 +33,12 @@ CT slices: CT KIDNEY DATASET (Normal-Cyst-Tumor-Stone), Islam M. N. et al.,
 # (tiny model, tiny sample); the sanity check asks a different question:
 # whether each method's maps depend on the weights it learned at all.
 import numpy as np
-import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ckdlearn import CKDNetClassifier
 from ckdlearn.explanation import randomisation_test
 from ckdlearn.datasets import load_ct_kidney_sample
 
-torch.set_num_threads(1)  # small networks: one thread wastes least on a shared machine
 ATTRIBUTION = "CT KIDNEY DATASET, Islam et al. 2022, CC BY 4.0"
 
 dataset = load_ct_kidney_sample()

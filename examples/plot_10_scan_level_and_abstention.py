@@ -35,7 +35,6 @@ CT slices: CT KIDNEY DATASET (Normal-Cyst-Tumor-Stone), Islam M. N. et al.,
 # synthetic image made from a validation slice is trained on; they decide
 # when to stop and fit a temperature that makes the probabilities honest.
 import numpy as np
-import torch
 from imblearn.over_sampling import SMOTE
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -44,7 +43,6 @@ from ckdlearn.datasets import load_ct_kidney_sample
 from ckdlearn.model_selection import evaluate
 from ckdlearn.pipeline import make_pipeline
 
-torch.set_num_threads(2)  # the docs are built on a small shared machine
 
 dataset = load_ct_kidney_sample()
 X, y, groups = dataset.data, dataset.target_names[dataset.target], dataset.groups

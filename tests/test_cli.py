@@ -81,6 +81,11 @@ def test_demo_writes_report_and_model(tmp_path, capsys):
         assert f'src="{png}"' in page
     assert "CC BY 4.0" in page
     assert "cross-validating" in stderr
+    # Progress names the fold, the epoch of how many, and the time.
+    for stage in ("fold 1 of 2", "fold 2 of 2", "final model"):
+        assert re.search(rf"^{stage}: epoch 1 of 1: train loss \d+\.\d{{3}}.*; "
+                         r"\d+:\d\d elapsed, about \d+:\d\d left$", stderr, re.M), stderr
+    assert "training: epoch" not in stderr
     # Every score table shows the trivial baselines beside the model.
     assert "baseline: majority class" in page and "baseline: stratified chance" in page
     # The verdict is read off the numbers: intervals over scan series, the
@@ -140,6 +145,21 @@ def test_evaluate(model_file, dataset_dir, capsys):
     scores = json.loads(out)
     assert scores["n_images"] == 32
     assert 0 <= scores["accuracy"] <= 1 and 0 <= scores["macro_f1"] <= 1
+    classes = ["Cyst", "Normal", "Stone", "Tumor"]
+    assert scores["classes"] == classes and scores["series"]["classes"] == classes
+    # The slice matrix: true classes in rows, 8 slices of each.
+    matrix = np.array(scores["matrix"])
+    assert matrix.shape == (4, 4) and matrix.sum(axis=1).tolist() == [8, 8, 8, 8]
+    assert np.array(scores["series"]["matrix"]).sum() == scores["series"]["n_series"]
+    assert sorted(scores["per_class"]) == classes
+    for index, name in enumerate(classes):
+        row = scores["per_class"][name]
+        assert row["support"] == 8
+        assert row["recall"] == pytest.approx(matrix[index, index] / 8)
+        predicted = matrix[:, index].sum()
+        assert row["precision"] == pytest.approx(matrix[index, index] / predicted if predicted else 0)
+        assert 0 <= row["f1"] <= 1
+    assert np.mean([scores["per_class"][c]["f1"] for c in classes]) == pytest.approx(scores["macro_f1"])
     status, out, _ = run(["evaluate", model_file, dataset_dir], capsys)
     assert "macro-F1" in out and "Stone" in out
 
@@ -199,8 +219,12 @@ def test_predict_answers_each_scan_and_can_abstain(model_file, dataset_dir, caps
     for scan in scans:
         labels = {row["scan_label"] for row in rows if row["scan"] == scan}
         assert len(labels) == 1, "one answer per scan"
-    scan_lines = [line for line in err.splitlines() if line.startswith("scan ")]
-    assert len(scan_lines) == len(scans) and all("slices)" in line for line in scan_lines)
+    # One summary line, not one per scan; each scan's answer is in the rows.
+    assert not [line for line in err.splitlines() if line.startswith("scan ")]
+    summary = [line for line in err.splitlines() if line.startswith("predicted ")]
+    assert len(summary) == 1, err
+    assert f"predicted 8 slices in {len(scans)} inferred scan series" in summary[0]
+    assert "scan_label column" in summary[0]
     assert all(0 <= row["uncertainty"] <= 1 for row in rows)
     status, out, err = run(["predict", model_file, dataset_dir / "Stone", "--format", "json",
                             "--abstain-below", "1.0"], capsys)
@@ -228,12 +252,25 @@ def test_predict_to_file_and_no_overwrite(model_file, dataset_dir, tmp_path, cap
     assert len(json.loads(nested.read_text())) == 8
 
 
+def test_predict_says_nothing_of_shrinking_square_slices(model_file, tmp_path, capsys):
+    for size in (32, 64, 512):
+        Image.fromarray(np.full((size, size), 90, dtype=np.uint8)).save(tmp_path / f"square{size}.png")
+    status, out, err = run(["predict", model_file, tmp_path], capsys)
+    assert status == 0, err
+    assert "resized" not in err and "note:" not in err
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((16, 16), 90, dtype=np.uint8)).save(small)
+    status, out, err = run(["predict", model_file, tmp_path], capsys)
+    notes = [line for line in err.splitlines() if "resized" in line]
+    assert notes == ["note: of 4 images, 1 smaller (enlarged) were resized to 32x32 pixels."], err
+
+
 def test_predict_resizes_other_sizes_and_says_so(model_file, tmp_path, capsys):
     big = tmp_path / "big.png"
     Image.fromarray(np.full((100, 80), 90, dtype=np.uint8)).save(big)
     status, out, err = run(["predict", model_file, big], capsys)
     assert status == 0, err
-    assert "resized to 32x32" in err
+    assert "resized to 32x32" in err and "1 not square (aspect ratio changed)" in err
     assert "big.png" in out
 
 
@@ -249,11 +286,44 @@ def test_explain_writes_overlays_and_grid(model_file, dataset_dir, tmp_path, cap
     # the model's 32 x 32 input.
     with Image.open(overlays[0]) as image:
         assert image.size == (256, 256)
+    with Image.open(overlays[0]) as image:
+        assert image.text["Title"] == "gradcam++: class Tumor"
+        assert "gradcam++ heatmap of class Tumor (predicted " in image.text["Description"]
     status, _, err = run(["explain", model_file, dataset_dir / "Tumor", "--out", out], capsys)
     assert_one_line_error(status, err, "already exists")
     status, _, err = run(["explain", model_file, dataset_dir / "Tumor", "--out", tmp_path / "x",
                           "--target", "Banana"], capsys)
     assert_one_line_error(status, err, "Banana")
+
+
+def test_explain_grid_names_the_method_the_target_and_what_it_leaves_out(tmp_path, monkeypatch):
+    from ckdlearn.workflows import files
+
+    names = [tmp_path / f"slice{i}.png" for i in range(20)]
+    predictions, scores = ["Cyst"] * 20, np.linspace(0, 1, 20)
+    titles = files.grid_titles(names[:2], predictions, scores, target="Stone")
+    assert titles[0] == "slice0.png\nfor Stone (pred Cyst) | faith 0.00"
+    assert files.grid_titles(names[:1], predictions, scores)[0] == "slice0.png\npred Cyst | faith 0.00"
+    assert files.grid_heading("gradcam++", "Stone", 16, 16, tmp_path) == "gradcam++ heatmaps of class Stone"
+    assert files.grid_heading("gradcam", None, 16, 60, tmp_path) == (
+        f"gradcam heatmaps of each prediction\n16 of 60 images shown; all overlays in {tmp_path}"
+    )
+    # The grid drawn: at most GRID_SIZE panels, the heading, and a colour bar.
+    rng = np.random.default_rng(0)
+    figure = files._grid(names, rng.random((20, 8, 8)), rng.random((20, 8, 8)), predictions, scores,
+                         "gradcam", "Stone", tmp_path)
+    panels = [ax for ax in figure.axes if ax.get_visible() and ax.get_title()]
+    assert len(panels) == files.GRID_SIZE
+    assert all("for Stone" in ax.get_title() for ax in panels)
+    assert "16 of 20 images shown" in figure._suptitle.get_text()
+    assert any(ax.get_label() == "<colorbar>" for ax in figure.axes)
+
+
+def test_explain_says_when_the_grid_shows_some(model_file, dataset_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ckdlearn.workflows.files.GRID_SIZE", 4)
+    status, out, err = run(["explain", model_file, dataset_dir / "Tumor", "--out", tmp_path / "h"], capsys)
+    assert status == 0, err
+    assert "wrote 8 overlays" in out and "(showing 4 of them)" in out
 
 
 def test_audit(dataset_dir, capsys):
@@ -262,6 +332,11 @@ def test_audit(dataset_dir, capsys):
     summary = json.loads(out)
     assert summary["n_images"] == 32
     assert len(summary["by_scan_series"]) == 2 and len(summary["random_slices"]) == 2
+    status, out, err = run(["audit", dataset_dir, "--image-size", 32, "--folds", 2], capsys)
+    assert status == 0, err
+    # The counts are of pairs of slices, and say so.
+    near = sum(fold["n_near"] for fold in summary["random_slices"])
+    assert f"exact, {near} near)" in out and out.count("(duplicate pairs: ") == 2
 
 
 # --- bad input ----------------------------------------------------------------------
@@ -346,6 +421,45 @@ def test_interrupted_training_resumes(dataset_dir, tmp_path):
         train(dataset, tmp_path / "other.ckdl", resume=True, **settings)
 
 
+class InterruptInFirstEpoch(Callback):
+    def __init__(self, error=KeyboardInterrupt):
+        self.error = error
+
+    def on_batch_end(self, net, **kwargs):
+        raise self.error
+
+
+class _Stop(BaseException):
+    """Raised past skorch, as the command's Ctrl-C handler raises."""
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, _Stop])
+def test_interrupt_in_the_first_epoch_leaves_no_checkpoint(error, dataset_dir, tmp_path, capsys):
+    dataset = load_ct_kidney(dataset_dir, image_size=32)
+    path = tmp_path / "model.ckdl"
+    settings = dict(max_epochs=3, width=4, method="none")
+    with pytest.raises(error):
+        train(dataset, path, extra_callbacks=[("stop", InterruptInFirstEpoch(error))], **settings)
+    assert not Path(f"{path}.checkpoint").exists() and not path.exists()
+    # So a plain run starts at once, and --resume says there is nothing to resume.
+    args = ["train", dataset_dir, "--out", path, "--image-size", 32, "--epochs", 3, "--width", 4,
+            "--method", "none"]
+    status, _, err = run([*args, "--resume"], capsys)
+    assert_one_line_error(status, err, "Nothing to resume", "no checkpoint")
+    status, _, err = run(args, capsys)
+    assert status == 0, err
+
+
+def test_resume_explains_a_checkpoint_without_epochs(dataset_dir, tmp_path, capsys):
+    # What earlier versions left after an interrupt in epoch 1.
+    path = tmp_path / "model.ckdl"
+    Path(f"{path}.checkpoint").mkdir()
+    Path(f"{path}.checkpoint", "settings.json").write_text("{}")
+    status, _, err = run(["train", dataset_dir, "--out", path, "--resume"], capsys)
+    assert_one_line_error(status, err, "Nothing to resume", "stopped before its first epoch ended")
+    assert "loading" not in err
+
+
 # --- outputs: checked first, only ckdlearn's own replaced (issue 13) -----------------
 
 
@@ -395,10 +509,56 @@ def test_outputs_are_checked_before_any_work(command, model_file, dataset_dir, t
     status, _, err = run(args, capsys)
     assert_one_line_error(status, err, "already exists", "--force")
     assert "overwrite=True" not in err and "force=True" not in err
+    assert "Errno" not in err and err.count(str(tmp_path)) == 1  # the path, said once
     # Nothing was loaded, trained or predicted first.
     for sign_of_work in ("loading", "sample:", "resized", "cross-validating", "epoch"):
         assert sign_of_work not in err
     assert target.read_text() == "keep" and (taken / "report.html").read_text() == "keep"
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "predict", "explain", "reproduce-paper"])
+def test_unwritable_outputs_fail_first_naming_the_path_given(command, model_file, dataset_dir, tmp_path,
+                                                              capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    target = a_file / "sub" / "out.x"
+    args = {
+        "demo": ["demo", "--out", a_file / "sub"],
+        "train": ["train", dataset_dir, "--out", target],
+        "predict": ["predict", model_file, dataset_dir, "-o", target],
+        "explain": ["explain", model_file, dataset_dir / "Cyst", "--out", a_file / "sub"],
+        "reproduce-paper": ["reproduce-paper", "--data", dataset_dir, "--json", target],
+    }[command]
+    status, _, err = run(args, capsys)
+    assert_one_line_error(status, err, str(a_file / "sub"), f"{str(a_file)!r} is a file, not a folder")
+    assert "Errno" not in err and ".tmp" not in err
+    for sign_of_work in ("loading", "sample:", "resized", "cross-validating", "epoch", "protocol"):
+        assert sign_of_work not in err
+    assert a_file.read_text() == "keep"
+
+
+def test_explain_out_must_be_a_folder(model_file, dataset_dir, tmp_path, capsys):
+    a_file = tmp_path / "heatmaps.png"
+    a_file.write_text("keep")
+    status, _, err = run(["explain", model_file, dataset_dir / "Cyst", "--out", a_file], capsys)
+    assert_one_line_error(status, err, str(a_file), "is a file", "folder")
+    assert "not writable" not in err and "Errno" not in err
+    assert a_file.read_text() == "keep"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_outputs_on_a_read_only_file_system_fail_first(command, model_file, dataset_dir, capsys):
+    # /proc takes no new files even from root, whom os.access lets through.
+    target = Path("/proc/ckdlearn-test-output.x")
+    args = {
+        "train": ["train", dataset_dir, "--out", target],
+        "predict": ["predict", model_file, dataset_dir, "-o", target],
+    }[command]
+    status, _, err = run(args, capsys)
+    assert_one_line_error(status, err, f"cannot write {str(target)!r}", "not a writable folder")
+    assert "Errno" not in err and ".tmp" not in err and "ckdlearn-probe" not in err
+    assert "loading" not in err and "predicted" not in err
 
 
 def test_cli_hints_use_cli_syntax(model_file, tmp_path, capsys):
@@ -443,6 +603,8 @@ def test_wrong_class_folder_names_are_reported(dataset_dir, tmp_path, capsys):
     assert status == 0, err
     warning = [line for line in err.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "'Tumour'" in warning[0] and "did you mean 'Tumor'" in warning[0]
+    # In the command's terms, not the Python argument's.
+    assert "classes=" not in err and "out of the data folder" in warning[0]
     assert "Cyst 8, Normal 8, Stone 8, Tumour 8" in err
 
 
@@ -466,18 +628,49 @@ def test_help_version_and_typos_do_not_load_torch():
     code = (
         "import sys\n"
         "from ckdlearn.cli import main\n"
-        "for argv in (['--help'], ['--version'], ['trian'], ['train', '--help']):\n"
+        "for argv in (['--help'], ['--version'], ['trian'], ['train', '--help'], ['explain', '--help'],\n"
+        "             ['demo', '--help'], ['evaluate', '--help'], ['predict', '--help'], ['audit', '--help'],\n"
+        "             ['reproduce-paper', '--help'], ['--debug', 'explain', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = [m for m in ('torch', 'skorch', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'skorch', 'sklearn', 'matplotlib', 'pytorch_grad_cam', 'numpy')\n"
+        "         if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "invalid choice: 'trian'" in done.stderr
     assert "did you mean 'train'?" in done.stderr
+
+
+def test_explain_lists_every_cam_method_without_importing_them(capsys):
+    from ckdlearn._method_names import CAM_METHOD_NAMES
+    from ckdlearn.cam import CAM_METHODS
+
+    assert CAM_METHOD_NAMES == tuple(CAM_METHODS)
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "CAM method: " + ", ".join(CAM_METHODS) in text
+
+
+def test_help_shows_defaults_and_explains_arguments(capsys):
+    for command in ("predict", "explain", "evaluate", "audit", "train"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        if command in ("predict", "explain"):
+            assert "FILES_OR_DIR image files and/or folders" in text
+        if command != "explain" and command != "train":
+            assert re.search(r"--format \{[a-z,]+\} \w", text), text  # explained, not bare
+    assert "seeds SMOTE and the network (default: 0)" in text
+
+
+def test_debug_is_accepted_before_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "predict", str(tmp_path / "missing.ckdl"), str(tmp_path)])
 
 
 @pytest.mark.parametrize("listed", ["'demo', 'train'", "demo, train"])  # Python < / >= 3.12.8
@@ -495,7 +688,7 @@ def test_stdout_holds_results_and_progress_goes_to_stderr(dataset_dir, tmp_path,
                             "--epochs", 2, "--width", 4], capsys)
     assert status == 0, err
     assert out == f"model: {path}\n"
-    assert "training: epoch 1: train loss" in err and "training: epoch 2:" in err
+    assert "training: epoch 1 of 2: train loss" in err and "training: epoch 2 of 2:" in err
     assert "\x1b[" not in out + err  # no colour codes when not on a terminal
 
 
@@ -556,7 +749,7 @@ def _interrupt_once_training(args, tmp_path):
     lines = []
     for line in process.stderr:
         lines.append(line)
-        if ": epoch 1:" in line:
+        if ": epoch 1 of " in line:
             process.send_signal(signal.SIGINT)
             break
     out, rest = process.communicate(timeout=120)

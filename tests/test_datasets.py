@@ -510,13 +510,23 @@ def break_files(root):
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_unreadable_file_raises_naming_the_first_one(tiny_dataset, n_jobs, monkeypatch):
+def test_unreadable_files_raise_naming_each_one(tiny_dataset, n_jobs, monkeypatch):
     # Small chunks: the broken files land in different threads' work.
     monkeypatch.setattr("ckdlearn.datasets._io._CHUNK", 2)
-    break_files(tiny_dataset)
-    expected = r"Cannot read slice file .*Cyst- \(2\)\.jpg: OSError: .*truncated.*on_error='skip'"
-    with pytest.raises(ValueError, match=expected):
+    broken = break_files(tiny_dataset)
+    expected = r"Cannot read 3 slice files: .*Cyst- \(2\)\.jpg: OSError: .*truncated.*on_error='skip'"
+    with pytest.raises(ValueError, match=expected) as excinfo:
         load_ct_kidney(tiny_dataset, n_jobs=n_jobs)
+    message = str(excinfo.value)
+    # All of them, in path order, each once, on one line.
+    positions = [message.index(name) for name in broken]
+    assert positions == sorted(positions) and "\n" not in message
+    assert all(message.count(name) == 1 for name in broken)
+    # Past the limit the rest are counted.
+    monkeypatch.setattr("ckdlearn.datasets._io._LISTED_FAILURES", 2)
+    with pytest.raises(ValueError, match="Cannot read 3 slice files: .*; and 1 more\\.") as excinfo:
+        load_ct_kidney(tiny_dataset, n_jobs=n_jobs)
+    assert broken[2] not in str(excinfo.value)
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])

@@ -3,6 +3,7 @@
 import ast
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def test_the_cli_holds_no_workflow():
     # the library's exceptions, to raise and catch Ctrl-C as training does).
     tree = ast.parse((PACKAGE.parent / "cli.py").read_text())
     modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
-    assert modules <= {None, "_files", "exceptions", "paper", "workflows.pipeline", "workflows.demo",
+    assert modules <= {None, "_files", "exceptions", "_method_names", "paper", "workflows.pipeline", "workflows.demo",
                        "workflows.training", "workflows.scoring", "workflows.files", "workflows.audit"}
 
 
@@ -110,7 +111,12 @@ def test_find_image_files_uses_the_readers_rules(tmp_path):
     for name in ("a.png", "b.JPG", "README", "notes.txt", ".hidden.png"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
-    assert [p.name for p in find_image_files([tmp_path])] == ["IM0001", "a.png", "b.JPG"]
+    # The loaders' natural order: case-insensitive, numbers by value.
+    assert [p.name for p in find_image_files([tmp_path])] == ["a.png", "b.JPG", "IM0001"]
+    (tmp_path / "scan").mkdir()
+    for number in (10, 2, 1):
+        (tmp_path / "scan" / f"slice{number}.png").write_bytes(b"x")
+    assert [p.name for p in find_image_files([tmp_path / "scan"])] == ["slice1.png", "slice2.png", "slice10.png"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="looked for .*DICOM files without an extension"):
         find_image_files([tmp_path / "empty"])
@@ -140,8 +146,41 @@ def test_training_progress_goes_to_stderr(terminal, monkeypatch, capsys, blob_da
     if terminal:  # a bar that redraws itself, no line per epoch
         assert "fold 1:" in err and "/2 [" in err and "\r" in err and "epoch 1:" not in err
     else:
-        assert "fold 1: epoch 1: train loss" in err and "fold 1: epoch 2:" in err
+        assert "fold 1: epoch 1 of 2: train loss" in err and "fold 1: epoch 2 of 2:" in err
         assert "\x1b[" not in err and "\r" not in err
+
+
+def test_progress_counts_folds_across_clones_and_shows_validation(monkeypatch, capsys, blob_data):
+    from helpers import tiny_classifier
+    from sklearn.base import clone
+
+    # A clock that advances 10 s per reading: elapsed and time left are exact.
+    ticks = iter(range(0, 10_000, 10))
+    monkeypatch.setattr("ckdlearn.workflows.progress.time.perf_counter", lambda: next(ticks))
+    X, y = blob_data
+    groups = np.arange(len(y)) % 6
+    stages = ["fold 1 of 2", "fold 2 of 2", "final model"]
+    template = tiny_classifier(validation=0.34, callbacks=[("progress", EpochProgress(stages=stages))])
+    for _ in range(2):  # as cross-validation does: a clone per fold
+        clone(template).fit(X, y, groups=groups)
+    template.fit(X, y, groups=groups)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": train loss")[0] for line in lines] == [
+        f"{stage}: epoch {epoch} of 2" for stage in stages for epoch in (1, 2)
+    ]
+    pattern = r"train loss \d\.\d{3}, valid loss \d\.\d{3}, valid acc \d\.\d{3}; "
+    assert all(re.search(pattern, line) for line in lines), lines
+    # 6 epochs in all; the time left counts the folds still to come.
+    def seconds(text):
+        minutes, secs = text.split(":")
+        return 60 * int(minutes) + int(secs)
+
+    timing = [re.search(r"; (\d+:\d\d) elapsed, about (\d+:\d\d) left$", line).groups() for line in lines]
+    elapsed, left = zip(*[(seconds(e), seconds(t)) for e, t in timing])
+    assert all(0 < a < b for a, b in zip(elapsed, elapsed[1:]))
+    # After 1 epoch of 6 (two folds and the final fit, 2 epochs each): 5 more like it.
+    assert left[0] == 5 * elapsed[0]
+    assert left[3] == 2 * elapsed[3] / 4 and left[-1] == 0
 
 
 def test_ckdlearn_train_fits_the_default_recipe():

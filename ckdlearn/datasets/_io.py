@@ -237,10 +237,11 @@ def decode_into(
     ``(height, width)``. ``preprocessing="clahe"`` equalises each slice at
     full resolution before it is resized (:func:`ckdlearn.preprocessing.clahe`).
 
-    With ``on_error='raise'`` the first unreadable file (in path order)
-    raises instead; the rows of failed files are left undefined. Files
-    whose bit depth was guessed against what they say are named in one
-    warning.
+    With ``on_error='raise'`` every file is still tried, and one error
+    then names the unreadable ones (up to :data:`_LISTED_FAILURES`, in path
+    order), so that one run finds them all; the rows of failed files are
+    left undefined. Files whose bit depth was guessed against what they
+    say are named in one warning.
     """
     n_files = len(paths)
     image_size = out.shape[1]
@@ -250,14 +251,10 @@ def decode_into(
     eight_bit_values = []
     missing_dependency = []
     lock = threading.Lock()
-    # With on_error='raise', files after the earliest failure need not be
-    # read; files before it still are, so the error names the first bad
-    # file in path order however the threads were scheduled.
-    earliest_failure = [n_files]
 
     def decode_chunk(start):
         for index in range(start, min(start + _CHUNK, n_files)):
-            if missing_dependency or index > earliest_failure[0]:
+            if missing_dependency:
                 return
             try:
                 note, size = _read_slice_into(
@@ -276,13 +273,9 @@ def decode_into(
             except Exception as exc:  # any decoder failure is reported per file
                 with lock:
                     failures.append((index, paths[index], exc))
-                    if on_error == "raise":
-                        earliest_failure[0] = min(earliest_failure[0], index)
-                if on_error == "raise":
-                    return
 
     def stopped():
-        return bool(missing_dependency) or earliest_failure[0] < n_files
+        return bool(missing_dependency)
 
     starts = range(0, n_files, _CHUNK)
     n_threads = max(1, min(effective_n_jobs(n_jobs), len(starts)))
@@ -324,9 +317,8 @@ def decode_into(
         _warn_eight_bit_values(sorted(eight_bit_values), [paths[i] for i, _ in sorted(eight_bit_values)])
     failures.sort(key=lambda failure: failure[0])
     if on_error == "raise" and failures:
-        index, path, exc = failures[0]
-        raise _read_error(path, exc) from exc
-    return [(index, path, _reason(exc)) for index, path, exc in failures]
+        raise _read_errors(failures) from failures[0][2]
+    return [(index, path, _reason(exc, path)) for index, path, exc in failures]
 
 
 def drop_rows(images, indices):
@@ -511,11 +503,32 @@ def _resampling(size, image_size):
     return Image.Resampling.BILINEAR
 
 
-def _reason(exc):
+def _reason(exc, path=None):
     message = str(exc) or "no details"
     if isinstance(exc, FileNotFoundError):
         return "file not found"
+    if path is not None:  # said beside the reason already (Pillow repeats it)
+        message = message.replace(f" {os.fspath(path)!r}", "").replace(f" '{os.fspath(path)}'", "")
     return f"{type(exc).__name__}: {message}"
+
+
+#: How many unreadable files an error names; the rest are counted.
+_LISTED_FAILURES = 20
+
+
+def _read_errors(failures):
+    """One error naming every unreadable file (up to a limit), on one line."""
+    if len(failures) == 1:
+        _, path, exc = failures[0]
+        return _read_error(path, exc)
+    listed = "; ".join(f"{path}: {_reason(exc, path)}" for _, path, exc in failures[:_LISTED_FAILURES])
+    if len(failures) > _LISTED_FAILURES:
+        listed += f"; and {len(failures) - _LISTED_FAILURES} more"
+    missing = all(isinstance(exc, FileNotFoundError) for _, _, exc in failures)
+    return (FileNotFoundError if missing else ValueError)(
+        f"Cannot read {len(failures)} slice files: {listed}. Expected readable image or DICOM "
+        "files. Replace or remove them, or pass on_error='skip' to leave unreadable files out."
+    )
 
 
 def _read_error(path, exc):
@@ -526,7 +539,7 @@ def _read_error(path, exc):
         )
     kind = "DICOM" if Path(path).suffix.lower() in DICOM_SUFFIXES else "JPEG/PNG image"
     return ValueError(
-        f"Cannot read slice file {path}: {_reason(exc)}. Expected a readable "
+        f"Cannot read slice file {path}: {_reason(exc, path)}. Expected a readable "
         f"{kind}. Replace or remove the file, or pass on_error='skip' to "
         "leave unreadable files out."
     )

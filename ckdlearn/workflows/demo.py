@@ -62,7 +62,9 @@ def run_demo(out, *, epochs=12, folds=3, force=False, progress=silent):
         f"{len(np.unique(dataset.groups))} scan series"
     )
     config = dict(method="smote", max_epochs=epochs, lr=1e-3, batch_size=32, width=16, random_state=0)
-    pipeline = build_pipeline(**config, callbacks=[("progress", EpochProgress())])
+    # One callback, cloned into every fold, counts the folds and the final fit.
+    stages = [f"fold {k} of {folds}" for k in range(1, folds + 1)] + ["final model"]
+    pipeline = build_pipeline(**config, callbacks=[("progress", EpochProgress(stages=stages))])
     cv = StratifiedGroupKFold(folds, shuffle=True, random_state=0)
     result, report = evaluation_report(
         pipeline, dataset, cv=cv,

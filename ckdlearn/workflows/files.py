@@ -149,11 +149,13 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
 
     from ..explanation import explain
     from ..datasets import read_images
-    from ..plotting import overlay_heatmap, plot_explanations
+    from ..plotting import overlay_heatmap
     from ..report import figure_png
 
     files = find_image_files(files)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{str(out)!r} is a file; expected a folder to write the overlays in")
     # Named by their place among the inputs, also when some are skipped.
     names = dict(zip(files, _overlay_names(files)))
     check_outputs([out / name for name in [*names.values(), "grid.png"]], overwrite=force)
@@ -172,18 +174,54 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
         torch.from_numpy(np.ascontiguousarray(heatmaps, dtype=np.float32))[:, None],
         size=(size, size), mode="bilinear", align_corners=False,
     )[:, 0].clamp(0, 1).numpy()
+    explained = f"class {target}" if target is not None else "the predicted class"
     outputs = {}
-    for name, image, heatmap in zip([names[f] for f in files], slices, heatmaps):
+    for name, image, heatmap, path, predicted in zip(
+        [names[f] for f in files], slices, heatmaps, files, predictions
+    ):
         buffer = io.BytesIO()
-        plt.imsave(buffer, overlay_heatmap(image, heatmap), format="png")
+        # The overlay stays the slice alone; what it shows travels as PNG text.
+        description = f"{method} heatmap of {explained} (predicted {predicted}) on {Path(path).name}"
+        plt.imsave(buffer, overlay_heatmap(image, heatmap), format="png",
+                   metadata={"Title": f"{method}: {explained}", "Description": description})
         outputs[name] = buffer.getvalue()
-    shown = min(len(files), 16)
-    titles = [
-        f"{Path(f).name[:18]}\npred {p} | faith {s:.2f}"
-        for f, p, s in zip(files[:shown], predictions[:shown], scores[:shown])
-    ]
-    outputs["grid.png"] = figure_png(plot_explanations(slices[:shown], heatmaps[:shown], titles=titles))
+    outputs["grid.png"] = figure_png(
+        _grid(files, slices, heatmaps, predictions, scores, method, target, out)
+    )
     return write_files(out, outputs, overwrite=force)
+
+
+#: Most panels in the grid; every image still gets its own overlay file.
+GRID_SIZE = 16
+
+
+def grid_titles(files, predictions, scores, target=None):
+    """Panel titles: the file, the class explained, the prediction, the faithfulness."""
+    if target is None:
+        return [f"{Path(f).name[:18]}\npred {p} | faith {s:.2f}"
+                for f, p, s in zip(files, predictions, scores)]
+    return [f"{Path(f).name[:18]}\nfor {target} (pred {p}) | faith {s:.2f}"
+            for f, p, s in zip(files, predictions, scores)]
+
+
+def grid_heading(method, target, n_shown, n_images, out):
+    """The grid's title: method and class explained, and how many images it shows."""
+    heading = f"{method} heatmaps of " + (f"class {target}" if target is not None else "each prediction")
+    if n_shown < n_images:
+        heading += f"\n{n_shown} of {n_images} images shown; all overlays in {out}"
+    return heading
+
+
+def _grid(files, slices, heatmaps, predictions, scores, method, target, out):
+    """The grid figure of the first :data:`GRID_SIZE` images."""
+    from ..plotting import plot_explanations
+
+    shown = min(len(files), GRID_SIZE)
+    return plot_explanations(
+        slices[:shown], heatmaps[:shown],
+        titles=grid_titles(files[:shown], predictions[:shown], scores[:shown], target),
+        suptitle=grid_heading(method, target, shown, len(files), out), colorbar=True,
+    )
 
 
 def _coerce_label(label, classes):

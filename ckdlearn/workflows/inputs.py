@@ -13,6 +13,7 @@ import numpy as np
 
 from ..datasets import load_ct_kidney, read_images
 from ..datasets._io import SLICE_SUFFIXES, is_slice_file
+from ..datasets._layout import natural_key
 from .pipeline import final_classifier
 from .progress import silent
 
@@ -79,7 +80,8 @@ def find_image_files(paths):
     Returns
     -------
     files : list of Path
-        In a deterministic order: as given, folders sorted.
+        In a deterministic order: as given, each folder's files in natural
+        order (``slice2`` before ``slice10``).
 
     Raises
     ------
@@ -89,7 +91,8 @@ def find_image_files(paths):
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_slice_file(p)))
+            found = (p for p in path.rglob("*") if p.is_file() and is_slice_file(p))
+            files.extend(sorted(found, key=lambda p: natural_key(os.fspath(p))))
         elif path.is_file():
             files.append(path)
         else:
@@ -103,18 +106,33 @@ def find_image_files(paths):
     return files
 
 
-def _count_resized(files, image_size):
-    """How many raster files are not already ``image_size`` square."""
+def _resize_note(files, image_size):
+    """A note on the resizing that may change what the model sees, or None.
+
+    Shrinking square slices (the dataset's own 512 px ones) is how every
+    model was trained and goes unmentioned; stretching a slice that is not
+    square, or enlarging one smaller than the model's input, is said once.
+    """
     from PIL import Image
 
-    resized = 0
+    stretched = enlarged = 0
     for path in files:
         try:
             with Image.open(path) as image:
-                resized += image.size != (image_size, image_size)
+                width, height = image.size
         except OSError:
             continue  # DICOM, or unreadable: read_images reports those properly
-    return resized
+        stretched += width != height
+        enlarged += min(width, height) < image_size
+    if not (stretched or enlarged):
+        return None
+    changes = []
+    if stretched:
+        changes.append(f"{stretched} not square (aspect ratio changed)")
+    if enlarged:
+        changes.append(f"{enlarged} smaller (enlarged)")
+    return (f"note: of {len(files)} images, {' and '.join(changes)} were resized to "
+            f"{image_size}x{image_size} pixels.")
 
 
 def read_for_model(files, model, progress=silent, on_error="raise", input_domain="raw"):
@@ -133,9 +151,9 @@ def read_for_model(files, model, progress=silent, on_error="raise", input_domain
             f"This model takes {channels}-channel {height}x{width} images; "
             "reading files is supported for greyscale square models only."
         )
-    resized = _count_resized(files, height)
-    if resized:
-        progress(f"note: {resized} of {len(files)} images resized to {height}x{width} pixels.")
+    note = _resize_note(files, height)
+    if note:
+        progress(note)
     images, skipped = read_images(files, image_size=height, on_error=on_error, return_skipped=True,
                                   domain=classifier.domain, input_domain=input_domain)
     if not len(images):

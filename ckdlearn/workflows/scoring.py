@@ -63,13 +63,17 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent, groups=Non
     ``missing_classes``); a class folder the model does not know is an
     error. The baselines are fitted on the folder's own labels: the best a
     constant answer could do on these slices. Returns a Bunch of
-    ``n_images``, ``accuracy``, ``macro_f1``, ``baselines`` (name to the
+    ``n_images``, ``accuracy``, ``macro_f1``, ``classes`` (the model's,
+    the order of every matrix), ``per_class`` (class to ``precision``,
+    ``recall``, ``f1`` and ``support``), the slice-level confusion
+    ``matrix`` (rows true, columns predicted), ``baselines`` (name to the
     same two scores), ``series`` (``n_series``, ``accuracy``, ``macro_f1``
-    of one answer per scan series, and the series confusion ``matrix``),
-    ``scan_groups`` (where the series came from and whether the inferred
-    ones can be trusted: the dataset's ``groups_diagnostics``; ``groups``,
-    a CSV of ``filename,group`` rows, gives them), ``selective`` (``auroc`` of the uncertainty for wrong
-    slices, ``accuracy_at_80``), ``missing_classes`` and ``report``
+    of one answer per scan series, the series confusion ``matrix`` and its
+    ``classes``), ``scan_groups`` (where the series came from and whether
+    the inferred ones can be trusted: the dataset's ``groups_diagnostics``;
+    ``groups``, a CSV of ``filename,group`` rows, gives them),
+    ``selective`` (``auroc`` of the uncertainty for wrong slices,
+    ``accuracy_at_80``), ``missing_classes`` and ``report``
     (scikit-learn's ``classification_report``).
     """
     from sklearn.metrics import classification_report
@@ -89,7 +93,7 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent, groups=Non
     missing = [name for name in classes if name not in found]
     if missing:
         progress(f"note: {data} holds no {', '.join(missing)} images; scoring the classes present.")
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     from ..metrics import accuracy_at_coverage, risk_coverage_curve
     from ..pipeline import final_step_input
@@ -101,11 +105,21 @@ def evaluate_model(model, data, *, on_error="raise", progress=silent, groups=Non
     scans = classifier.predict_series(Xt, dataset.groups)
     scan_truth = np.array([y[dataset.groups == scan][0] for scan in scans.series])
     scan_labels = np.asarray(scans.label).astype(str)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, predictions, labels=classes, zero_division=0
+    )
     return Bunch(
         n_images=int(len(y)),
         **label_scores(y, predictions),
+        classes=classes,
+        per_class={
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(classes, precision, recall, f1, support)
+        },
+        matrix=confusion_matrix(y, predictions, labels=classes).tolist(),
         series=Bunch(
             n_series=int(len(scans.series)), **label_scores(scan_truth, scan_labels),
+            classes=classes,
             matrix=confusion_matrix(scan_truth, scan_labels, labels=classes).tolist(),
         ),
         scan_groups=dataset.groups_diagnostics,

@@ -48,9 +48,9 @@ def check_training_outputs(model_path, settings, *, resume=False, force=False):
             )
         return 0
     if not history.exists():
-        raise FileNotFoundError(
-            f"Nothing to resume: no checkpoint at {folder}. Run without resume=True."
-        )
+        why = (f"the run in {folder} stopped before its first epoch ended"
+               if (folder / SETTINGS_FILE).exists() else f"no checkpoint at {folder}")
+        raise FileNotFoundError(f"Nothing to resume: {why}. Run without resume=True.")
     stored = json.loads((folder / SETTINGS_FILE).read_text()) if (folder / SETTINGS_FILE).exists() else {}
     changed = [
         f"{name} {stored.get(name)!r} (now {value!r})"
@@ -157,6 +157,9 @@ def train(
     except BaseException:  # interrupted, however the interrupt is raised
         if (folder / "history.json").exists():
             progress(f"the checkpoint in {folder} is kept: run again with resume=True to continue.")
+        else:  # stopped within the first epoch: only the settings, nothing to resume
+            _remove_checkpoint(folder)
+            progress("stopped before the first epoch ended: no checkpoint to resume.")
         raise
     trained = len(final_classifier(estimator).history_)
     if trained < max_epochs:
