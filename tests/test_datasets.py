@@ -483,13 +483,13 @@ def test_classes_subset(tiny_dataset):
     [
         ({"classes": ["cyst"]}, r"Unknown class name\(s\) \['cyst'\].*case-sensitive"),
         ({"classes": []}, "classes is empty"),
-        ({"image_size": 0}, "image_size must be a positive integer"),
+        ({"image_size": 0}, "'image_size' parameter of load_ct_kidney must be a positive integer"),
         ({"image_size": -5}, "image_size"),
         ({"image_size": 64.5}, "image_size"),
         ({"image_size": "64"}, "image_size"),
         ({"image_size": True}, "image_size"),
-        ({"on_error": "ignore"}, "on_error must be 'raise'.*or 'skip'"),
-        ({"verbose": 2}, "verbose must be None"),
+        ({"on_error": "ignore"}, "'on_error' parameter of load_ct_kidney must be 'raise'.*or 'skip'"),
+        ({"verbose": 2}, "'verbose' parameter of load_ct_kidney must be None"),
     ],
 )
 def test_bad_parameters(tiny_dataset, kwargs, match):
@@ -695,7 +695,7 @@ def test_read_images_errors(tmp_path):
         read_images([tmp_path / "missing.jpg"])
     with pytest.raises(ValueError, match="wrap it in a list"):
         read_images(str(tmp_path / "one.jpg"))
-    with pytest.raises(ValueError, match="window_width must be positive"):
+    with pytest.raises(ValueError, match="'window_width' parameter of read_images must be positive"):
         read_images([], window_width=0)
     with pytest.raises(ValueError, match="window_level"):
         read_images([], window_level="soft")
