@@ -366,9 +366,11 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
 
     # -- parameters ---------------------------------------------------------
 
-    # skorch reads ``self.device`` wherever it moves tensors, so "auto" is
-    # resolved on read; the setting itself is stored where skorch and
-    # scikit-learn look for parameters, and get_params reports it.
+    # skorch has no hook that resolves a device name: it reads ``self.device``
+    # wherever it moves tensors (its own methods, its scoring callbacks,
+    # ``__setstate__``, ``load_params``), so "auto" is resolved on read, and
+    # fitting leaves the parameter as set (scikit-learn's rule; resolving it
+    # in ``initialize`` would pin a model file to the machine that wrote it).
     @property
     def device(self):
         return _resolve_device(self.__dict__.get("device", "auto"))
@@ -378,12 +380,13 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
         self.__dict__["device"] = value
 
     def get_params(self, deep=True, **kwargs):
-        return {**super().get_params(deep=deep, **kwargs), "device": self.__dict__["device"]}
-
-    def _get_param_names(self):
-        # skorch takes every attribute not ending in "_" for a parameter;
-        # its private bookkeeping (a leading "_") is not one.
-        return [name for name in super()._get_param_names() if not name.startswith("_")]
+        # scikit-learn reads each parameter through getattr, which the
+        # property above resolves; and skorch counts every attribute not
+        # ending in "_" as a parameter, its own ``_params_to_validate`` and
+        # ``fit``'s ``_validation_data`` too, which are bookkeeping.
+        params = super().get_params(deep=deep, **kwargs)
+        return {**{name: value for name, value in params.items() if not name.startswith("_")},
+                "device": self.__dict__["device"]}
 
     def set_params(self, **params):
         # skorch initialises callbacks as soon as ``callbacks`` is set; before
@@ -394,7 +397,8 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
         return super().set_params(**params)
 
     def __setstate__(self, state):
-        # skorch maps stored tensors onto ``state["device"]``, a real device.
+        # skorch's ``__setstate__`` maps the stored tensors onto
+        # ``torch.device(state["device"])``, which cannot parse "auto".
         setting = state["device"]
         super().__setstate__({**state, "device": _resolve_device(setting)})
         self.device = setting
