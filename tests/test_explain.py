@@ -321,6 +321,7 @@ def test_bad_images_and_batch_size(fitted):
 # --- the network is left as it was ------------------------------------------
 
 
+@pytest.mark.bitwise
 @pytest.mark.parametrize("method", ["gradcam", "scorecam", "ablationcam", "fullgrad"])
 def test_explain_leaves_no_trace(fresh, X_test, method):
     module = fresh.module_
@@ -790,6 +791,7 @@ def test_paper_cnn_stages():
     assert result.spearman["gradcam++"].shape == (4, 3)
 
 
+@pytest.mark.bitwise
 def test_label_randomisation(data, fitted, stone_rows):
     X, y, masks = data
     images = stone_rows[0]

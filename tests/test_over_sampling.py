@@ -22,6 +22,7 @@ def _imbalanced(n=(40, 25, 9), n_features=64, dtype=np.float32, seed=0):
     return X, y
 
 
+@pytest.mark.bitwise
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("chunk_size", [1, 7, 256])
 @pytest.mark.parametrize(
