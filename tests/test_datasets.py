@@ -159,6 +159,7 @@ def real32():
     return load_ct_kidney(SHARED_ROOT, image_size=32, verbose=False)
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_counts_shapes_and_dtypes(real32):
     assert real32.target_names.tolist() == CLASSES
@@ -176,12 +177,14 @@ def test_real_data_counts_shapes_and_dtypes(real32):
     assert "CC BY 4.0" in real32.DESCR and "Islam" in real32.DESCR
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_images_and_data_share_one_buffer(real32):
     assert np.shares_memory(real32.data, real32.images)
     assert real32.data.base is real32.images or real32.data.base is real32.images.base
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_order_is_natural_by_class_then_number(real32):
     assert real32.filenames[:3].tolist() == [
@@ -193,6 +196,7 @@ def test_real_data_order_is_natural_by_class_then_number(real32):
     assert real32.filenames[-1] == "Tumor/Tumor- (2258).jpg"
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_load_is_deterministic(real32):
     again = load_ct_kidney(SHARED_ROOT, image_size=32, n_jobs=2, verbose=False)
@@ -200,6 +204,7 @@ def test_real_data_load_is_deterministic(real32):
         np.testing.assert_array_equal(again[field], real32[field])
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_at_the_default_size_and_at_128_pixels():
     stone = load_ct_kidney(SHARED_ROOT, classes=["Stone"], verbose=False)
@@ -217,6 +222,7 @@ def test_real_data_return_X_y():
     assert X.shape == (792, 64) and y.shape == (792,)
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_same_files_without_the_csv(real32, tmp_path):
     # Class folders linked without kidneyData.csv: labels come from folders.
@@ -255,6 +261,7 @@ def test_real_data_root_layouts(depth, tmp_path):
     assert "kidneyData.csv" in loaded.DESCR
 
 
+@pytest.mark.slow
 def test_shipped_sample_matches_the_complete_data(full_and_raw_roots):
     full_root = full_and_raw_roots[0]
     sample = load_ct_kidney_sample(image_size=96)

@@ -683,6 +683,7 @@ def test_the_old_cam_module_still_works_and_warns():
     assert ckdlearn.explain is ckdlearn.explanation.explain
 
 
+@pytest.mark.slow
 def test_the_library_does_not_import_the_deprecated_module():
     import subprocess
     import sys

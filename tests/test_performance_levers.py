@@ -210,6 +210,7 @@ def _torch_threads(_):
     return torch.get_num_threads()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
 def test_joblib_workers_share_the_cores():
     # GridSearchCV(n_jobs=k) runs fits in loky worker processes; loky caps
