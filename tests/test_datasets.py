@@ -733,6 +733,7 @@ def test_progress_bar_only_when_asked(tiny_dataset, capsys):
     assert "Reading slices" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_peak_memory_is_the_output_plus_a_small_constant(tmp_path):
     layout = {name: [(label, range(1, 76))] for label, name in enumerate(CLASSES)}
     root = write_dataset(tmp_path / "memory", layout, size=64)

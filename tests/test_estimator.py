@@ -467,6 +467,7 @@ def test_smote_pipeline_fit_predict_score_clone_pickle(blob_data):
     assert named.named_steps["cnn"].classes_.tolist() == ["Cyst", "Normal", "Stone"]
 
 
+@pytest.mark.slow
 def test_grid_search_with_groups_tunes_network_and_smote(blob_data):
     X, y = blob_data
     groups = np.arange(len(X)) // 3  # series of three neighbouring images

@@ -511,7 +511,11 @@ def test_gradcam_points_at_the_square(fitted, stone_images):
     assert energy.mean() > 3 * masks.mean()
 
 
-@pytest.mark.parametrize("metric", list(FAITHFULNESS_METRICS))
+@pytest.mark.parametrize("metric", [
+    # ROAD (with its imputation) takes seconds here, the other metrics a fraction.
+    pytest.param(metric, marks=pytest.mark.slow) if metric == "road" else metric
+    for metric in FAITHFULNESS_METRICS
+])
 def test_faithful_heatmaps_score_higher(fitted, stone_images, metric):
     images, classes, masks = stone_images
     module = fitted.module_
@@ -594,6 +598,7 @@ def test_decision_flip_counts_a_decision_gained_as_minus_one(fitted, stone_image
     assert set(np.unique(scores)) <= {-1.0, 0.0}
 
 
+@pytest.mark.slow
 def test_faithfulness_is_reproducible(fitted, stone_images):
     images, classes, _ = stone_images
     heatmaps, _ = compute_heatmaps(fitted.module_, images, classes)
@@ -818,6 +823,7 @@ def test_label_randomisation(data, fitted, stone_rows):
     np.testing.assert_allclose(repeat.spearman["gradcam"], result.spearman["gradcam"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_label_randomisation_of_a_pipeline(data, X_test):
     X, y, _ = data
     pipe = make_imblearn_pipeline(SMOTE(k_neighbors=2, random_state=0), tiny()).fit(X, y)

@@ -52,6 +52,7 @@ def test_input_is_not_modified_and_sparse_goes_to_smote():
     np.testing.assert_array_equal(found.toarray(), expected.toarray())
 
 
+@pytest.mark.slow
 def test_peak_memory_is_far_below_smote():
     # 2,800 new 64x64 rows: SMOTE holds the resampled matrix twice plus
     # float64 blocks of the new rows; LeanSMOTE holds the output, one
