@@ -106,6 +106,9 @@ class ImageInputMixin:
             ) from None
 
     def _encode_labels(self, y):
+        # Not LabelEncoder: it numbers the classes in sorted order, and
+        # ``classes_`` keeps the order given in ``classes=``; the search in
+        # a sorted view (as scikit-learn's own encoder does) maps back to it.
         order = np.argsort(self.classes_, kind="stable")
         sorted_classes = self.classes_[order]
         positions = np.clip(np.searchsorted(sorted_classes, y), 0, len(sorted_classes) - 1)
@@ -116,7 +119,6 @@ class ImageInputMixin:
                 f"among the classes {self.classes_.tolist()}."
             )
         return order[positions].astype(np.int64)
-
 
     def check_data(self, X, y=None):
         # The data were validated and learnt from before initialisation

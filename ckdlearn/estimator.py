@@ -9,7 +9,8 @@ augments, ``infer`` sets the precision, and the default iterator and
 callbacks are skorch parameters (:func:`ckdlearn.loaders.batch_loader`,
 :mod:`ckdlearn.callbacks`). Input handling, uncertainty and explanations
 are mixed in from their own modules (:mod:`ckdlearn._input`,
-:mod:`ckdlearn._uncertainty`, :mod:`ckdlearn.explanation`).
+:mod:`ckdlearn._uncertainty`, :mod:`ckdlearn.explanation`), and the
+weights ``initial_weights`` names are copied in by :mod:`ckdlearn._fine_tuning`.
 
 ``CosineAnnealing`` and ``batch_loader`` are still importable from here,
 where they lived before.
@@ -33,6 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch.optim.swa_utils import update_bn
 
+from ._fine_tuning import load_initial_weights
 from ._input import ImageInputMixin
 from ._uncertainty import UNCERTAINTY_METHODS, UncertaintyMixin  # noqa: F401  (its old home)
 from .augmentation import CTAugment
@@ -366,9 +368,11 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
 
     # -- parameters ---------------------------------------------------------
 
-    # skorch reads ``self.device`` wherever it moves tensors, so "auto" is
-    # resolved on read; the setting itself is stored where skorch and
-    # scikit-learn look for parameters, and get_params reports it.
+    # skorch has no hook that resolves a device name: it reads ``self.device``
+    # wherever it moves tensors (its own methods, its scoring callbacks,
+    # ``__setstate__``, ``load_params``), so "auto" is resolved on read, and
+    # fitting leaves the parameter as set (scikit-learn's rule; resolving it
+    # in ``initialize`` would pin a model file to the machine that wrote it).
     @property
     def device(self):
         return _resolve_device(self.__dict__.get("device", "auto"))
@@ -378,12 +382,13 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
         self.__dict__["device"] = value
 
     def get_params(self, deep=True, **kwargs):
-        return {**super().get_params(deep=deep, **kwargs), "device": self.__dict__["device"]}
-
-    def _get_param_names(self):
-        # skorch takes every attribute not ending in "_" for a parameter;
-        # its private bookkeeping (a leading "_") is not one.
-        return [name for name in super()._get_param_names() if not name.startswith("_")]
+        # scikit-learn reads each parameter through getattr, which the
+        # property above resolves; and skorch counts every attribute not
+        # ending in "_" as a parameter, its own ``_params_to_validate`` and
+        # ``fit``'s ``_validation_data`` too, which are bookkeeping.
+        params = super().get_params(deep=deep, **kwargs)
+        return {**{name: value for name, value in params.items() if not name.startswith("_")},
+                "device": self.__dict__["device"]}
 
     def set_params(self, **params):
         # skorch initialises callbacks as soon as ``callbacks`` is set; before
@@ -394,7 +399,8 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
         return super().set_params(**params)
 
     def __setstate__(self, state):
-        # skorch maps stored tensors onto ``state["device"]``, a real device.
+        # skorch's ``__setstate__`` maps the stored tensors onto
+        # ``torch.device(state["device"])``, which cannot parse "auto".
         setting = state["device"]
         super().__setstate__({**state, "device": _resolve_device(setting)})
         self.device = setting
@@ -682,7 +688,7 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
             kwargs = {**self._data_module_kwargs(), **kwargs}
         self.module_ = self.initialized_instance(self.module, kwargs)
         if self.initial_weights is not None:
-            self._load_initial_weights()
+            load_initial_weights(self)
         if self._uses_channels_last():
             # oneDNN (CPU) and cuDNN convolve fastest in the channels-last
             # (NHWC) layout; weights stored that way make every convolution
@@ -690,38 +696,6 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
             # float rounding changes (benchmarks/README.md).
             self.module_.to(memory_format=torch.channels_last)
         return self
-
-    def _load_initial_weights(self):
-        """Copy matching weights of ``initial_weights`` into the new network."""
-        from .persistence import load  # persistence imports this module
-
-        if self.initial_weights == "reference":
-            from .datasets import load_pretrained
-
-            source = load_pretrained()
-        else:
-            source = load(self.initial_weights)
-        name = type(self).__name__
-        if not isinstance(source, CKDNetClassifier):
-            raise ValueError(f"initial_weights must name a {name} model file; "
-                             f"{self.initial_weights!r} holds a {type(source).__name__}.")
-        if source.domain != self.domain:
-            raise ValueError(
-                f"initial_weights {self.initial_weights!r} was trained in the "
-                f"{source.domain!r} domain, this model's domain is {self.domain!r}. "
-                f"Pass domain={source.domain!r} and images in that domain."
-            )
-        own = self.module_.state_dict()
-        loaded = {key: value for key, value in source.module_.state_dict().items()
-                  if key in own and own[key].shape == value.shape}
-        missing = [key for key in own if key not in loaded]
-        if any(not key.startswith("classifier.") for key in missing):
-            raise ValueError(
-                f"initial_weights {self.initial_weights!r} holds another network: "
-                f"{', '.join(missing[:4])} do not match. Use the same module and "
-                f"module__* settings as the model it came from."
-            )
-        self.module_.load_state_dict(loaded, strict=False)
 
     # Switch for the channels-last lever, for benchmarks and for modules
     # that are faster in the classic layout.

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import make_pipeline
-from sklearn.metrics import accuracy_score, f1_score, recall_score
+from sklearn.metrics import recall_score
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .datasets import load_ct_kidney
 from .estimator import CKDNetClassifier
 from .model_selection import audit_leakage, evaluate
+from .model_selection._evaluate import label_scores
 from .nets import PaperCNN
 
 __all__ = ["PaperReproduction", "paper_classifier", "reproduce_paper"]
@@ -79,8 +80,7 @@ def as_paper_rgb(images):
 
 def _scores(y_true, y_pred, classes):
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+        **label_scores(y_true, y_pred),
         "recall": {
             str(c): float(r)
             for c, r in zip(classes, recall_score(y_true, y_pred, labels=classes, average=None, zero_division=0))

@@ -188,6 +188,9 @@ def final_step_input(estimator, X):
     steps = getattr(estimator, "steps", None)
     if not steps:
         return estimator, X
+    # Not ``pipe[:-1].transform``: imbalanced-learn skips samplers there too, but
+    # offers ``transform`` only when the step before the classifier has one,
+    # and SMOTE usually is that step (AttributeError), so the steps are walked.
     for name, step in steps[:-1]:
         if step is None or (isinstance(step, str) and step == "passthrough"):
             continue

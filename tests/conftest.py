@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from helpers import REAL_DATA, make_blob_images, skip_message
 
@@ -17,6 +19,26 @@ def real_data_root():
 @pytest.fixture(scope="session")
 def blob_data():
     return make_blob_images()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_where_bitwise(request):
+    """Run tests marked ``bitwise`` on one torch thread and one BLAS thread.
+
+    They compare floats bit for bit, and kernels on another number of
+    threads sum in another order, so each result must come from the same
+    single-threaded kernels however the suite was started.
+    """
+    if request.node.get_closest_marker("bitwise") is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --- hypothesis profiles ----------------------------------------------------

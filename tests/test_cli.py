@@ -67,6 +67,7 @@ def assert_one_line_error(status, err, *fragments):
 # --- demo -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_writes_report_and_model(tmp_path, capsys):
     out = tmp_path / "demo"
     status, stdout, stderr = run(["demo", "--out", out, "--epochs", 1, "--folds", 2], capsys)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
+# A local cluster of worker processes: seconds to start, beyond the fast loop.
+pytestmark = pytest.mark.slow
 
 from imblearn.over_sampling import SMOTE  # noqa: E402
 from imblearn.pipeline import make_pipeline  # noqa: E402

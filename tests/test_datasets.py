@@ -158,6 +158,7 @@ def real32():
     return load_ct_kidney(SHARED_ROOT, image_size=32, verbose=False)
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_counts_shapes_and_dtypes(real32):
     assert real32.target_names.tolist() == CLASSES
@@ -175,12 +176,14 @@ def test_real_data_counts_shapes_and_dtypes(real32):
     assert "CC BY 4.0" in real32.DESCR and "Islam" in real32.DESCR
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_images_and_data_share_one_buffer(real32):
     assert np.shares_memory(real32.data, real32.images)
     assert real32.data.base is real32.images or real32.data.base is real32.images.base
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_order_is_natural_by_class_then_number(real32):
     assert real32.filenames[:3].tolist() == [
@@ -192,6 +195,7 @@ def test_real_data_order_is_natural_by_class_then_number(real32):
     assert real32.filenames[-1] == "Tumor/Tumor- (2258).jpg"
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_load_is_deterministic(real32):
     again = load_ct_kidney(SHARED_ROOT, image_size=32, n_jobs=2, verbose=False)
@@ -199,6 +203,7 @@ def test_real_data_load_is_deterministic(real32):
         np.testing.assert_array_equal(again[field], real32[field])
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_at_the_default_size_and_at_128_pixels():
     stone = load_ct_kidney(SHARED_ROOT, classes=["Stone"], verbose=False)
@@ -216,6 +221,7 @@ def test_real_data_return_X_y():
     assert X.shape == (792, 64) and y.shape == (792,)
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_real_data_same_files_without_the_csv(real32, tmp_path):
     # Class folders linked without kidneyData.csv: labels come from folders.
@@ -254,6 +260,7 @@ def test_real_data_root_layouts(depth, tmp_path):
     assert "kidneyData.csv" in loaded.DESCR
 
 
+@pytest.mark.slow
 def test_shipped_sample_matches_the_complete_data(full_and_raw_roots):
     full_root = full_and_raw_roots[0]
     sample = load_ct_kidney_sample(image_size=96)
@@ -483,13 +490,13 @@ def test_classes_subset(tiny_dataset):
     [
         ({"classes": ["cyst"]}, r"Unknown class name\(s\) \['cyst'\].*case-sensitive"),
         ({"classes": []}, "classes is empty"),
-        ({"image_size": 0}, "image_size must be a positive integer"),
+        ({"image_size": 0}, "'image_size' parameter of load_ct_kidney must be a positive integer"),
         ({"image_size": -5}, "image_size"),
         ({"image_size": 64.5}, "image_size"),
         ({"image_size": "64"}, "image_size"),
         ({"image_size": True}, "image_size"),
-        ({"on_error": "ignore"}, "on_error must be 'raise'.*or 'skip'"),
-        ({"verbose": 2}, "verbose must be None"),
+        ({"on_error": "ignore"}, "'on_error' parameter of load_ct_kidney must be 'raise'.*or 'skip'"),
+        ({"verbose": 2}, "'verbose' parameter of load_ct_kidney must be None"),
     ],
 )
 def test_bad_parameters(tiny_dataset, kwargs, match):
@@ -790,7 +797,7 @@ def test_read_images_errors(tmp_path):
         read_images([tmp_path / "missing.jpg"])
     with pytest.raises(ValueError, match="wrap it in a list"):
         read_images(str(tmp_path / "one.jpg"))
-    with pytest.raises(ValueError, match="window_width must be positive"):
+    with pytest.raises(ValueError, match="'window_width' parameter of read_images must be positive"):
         read_images([], window_width=0)
     with pytest.raises(ValueError, match="window_level"):
         read_images([], window_level="soft")
@@ -821,6 +828,7 @@ def test_progress_bar_only_when_asked(tiny_dataset, capsys):
     assert "Reading slices" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_peak_memory_is_the_output_plus_a_small_constant(tmp_path):
     layout = {name: [(label, range(1, 76))] for label, name in enumerate(CLASSES)}
     root = write_dataset(tmp_path / "memory", layout, size=64)

@@ -14,6 +14,7 @@ from imblearn.pipeline import Pipeline, make_pipeline
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skorch.callbacks import Callback
@@ -47,37 +48,48 @@ class TinyNet(CKDNet):
 # The checks feed tabular data (2, 3, 10 ... features). With no
 # image_shape, a non-square feature count is read as an image one pixel
 # high, which the network handles, so every check runs for real.
-CHECKED = [
-    # Every parameter in the signature: all checks must pass.
-    CKDNetClassifier(TinyNet, max_epochs=5, lr=1e-2, augment=None, random_state=0),
-    # skorch's routed ``module__*`` keyword parameters: identical behaviour.
-    CKDNetClassifier(
-        max_epochs=5,
-        lr=1e-2,
-        module__width=8,
-        module__depth=2,
-        module__dropout=0.0,
-        augment=None,
-        random_state=0,
-    ),
+#
+# Every check runs once, on a network whose settings are all in its
+# signature. skorch's routed ``module__*`` keyword parameters change only
+# how parameters are stored (as attributes), not fitting, predicting or
+# input handling, so with them only the checks of parameter handling run.
+CHECKED = CKDNetClassifier(TinyNet, max_epochs=5, lr=1e-2, augment=None, random_state=0)
+ROUTED = CKDNetClassifier(
+    max_epochs=5,
+    lr=1e-2,
+    module__width=8,
+    module__depth=2,
+    module__dropout=0.0,
+    augment=None,
+    random_state=0,
+)
+# skorch stores routed ``*__*`` parameters as attributes by design (the
+# estimator sets iterator_train__shuffle=True itself); get_params, set_params
+# and clone round-trip them (test_routed_parameters_round_trip).
+ROUTED_ATTRIBUTES = {"check_no_attributes_set_in_init": (
+    "skorch stores routed *__* parameters as attributes by design; get_params/set_params/"
+    "clone round-trip them (test_routed_parameters_round_trip)."
+)}
+PARAMETER_CHECKS = [
+    "check_estimator_cloneable",
+    "check_estimator_repr",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_parameters_default_constructible",
+    "check_do_not_raise_errors_in_init_or_set_params",
+    "check_dont_overwrite_parameters",
+    "check_estimators_overwrite_params",
 ]
 
 
-def _expected_failed_checks(estimator):
-    if any("__" in name for name in vars(estimator)):
-        return {
-            "check_no_attributes_set_in_init": (
-                "skorch stores routed module__* parameters as attributes by "
-                "design; get_params/set_params/clone round-trip them "
-                "(test_routed_parameters_round_trip)."
-            )
-        }
-    return {}
-
-
-@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks([CHECKED], expected_failed_checks=lambda estimator: ROUTED_ATTRIBUTES)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("check", PARAMETER_CHECKS)
+def test_sklearn_parameter_checks_with_routed_parameters(check):
+    getattr(estimator_checks, check)(type(ROUTED).__name__, clone(ROUTED))
 
 
 def test_routed_parameters_round_trip():
@@ -172,6 +184,7 @@ def test_standardize_makes_the_network_blind_to_intensity_windows():
     assert torch.isfinite(net(flat)).all()
 
 
+@pytest.mark.bitwise
 def test_reproducible_with_random_state(blob_data):
     X, y = blob_data
     first = tiny(augment="ct").fit(X, y)
@@ -200,6 +213,7 @@ def test_device_auto_is_kept_as_parameter_and_resolved_for_torch():
     assert CKDNetClassifier(device="cpu").device == "cpu"
 
 
+@pytest.mark.bitwise
 def test_pickle_round_trip(blob_data):
     X, y = blob_data
     clf = tiny().fit(X, y)
@@ -289,6 +303,7 @@ def test_mixup_blends_each_batch_with_a_shuffled_copy(blob_data):
     torch.testing.assert_close(after.mean(0), before.mean(0), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.bitwise
 def test_mixup_is_reproducible_and_changes_training(blob_data):
     X, y = blob_data
     first = tiny(mixup=0.4).fit(X, y).predict_proba(X)
@@ -432,6 +447,7 @@ def test_augment_inside_smote_pipeline(blob_data):
 # --- pipelines and model selection ---------------------------------------------
 
 
+@pytest.mark.bitwise
 def test_smote_pipeline_fit_predict_score_clone_pickle(blob_data):
     X, y = blob_data
     keep = np.r_[np.flatnonzero(y == "Stone")[:5], np.flatnonzero(y != "Stone")]
@@ -451,6 +467,7 @@ def test_smote_pipeline_fit_predict_score_clone_pickle(blob_data):
     assert named.named_steps["cnn"].classes_.tolist() == ["Cyst", "Normal", "Stone"]
 
 
+@pytest.mark.slow
 def test_grid_search_with_groups_tunes_network_and_smote(blob_data):
     X, y = blob_data
     groups = np.arange(len(X)) // 3  # series of three neighbouring images

@@ -321,6 +321,7 @@ def test_bad_images_and_batch_size(fitted):
 # --- the network is left as it was ------------------------------------------
 
 
+@pytest.mark.bitwise
 @pytest.mark.parametrize("method", ["gradcam", "scorecam", "ablationcam", "fullgrad"])
 def test_explain_leaves_no_trace(fresh, X_test, method):
     module = fresh.module_
@@ -510,7 +511,11 @@ def test_gradcam_points_at_the_square(fitted, stone_images):
     assert energy.mean() > 3 * masks.mean()
 
 
-@pytest.mark.parametrize("metric", list(FAITHFULNESS_METRICS))
+@pytest.mark.parametrize("metric", [
+    # ROAD (with its imputation) takes seconds here, the other metrics a fraction.
+    pytest.param(metric, marks=pytest.mark.slow) if metric == "road" else metric
+    for metric in FAITHFULNESS_METRICS
+])
 def test_faithful_heatmaps_score_higher(fitted, stone_images, metric):
     images, classes, masks = stone_images
     module = fitted.module_
@@ -593,6 +598,7 @@ def test_decision_flip_counts_a_decision_gained_as_minus_one(fitted, stone_image
     assert set(np.unique(scores)) <= {-1.0, 0.0}
 
 
+@pytest.mark.slow
 def test_faithfulness_is_reproducible(fitted, stone_images):
     images, classes, _ = stone_images
     heatmaps, _ = compute_heatmaps(fitted.module_, images, classes)
@@ -682,6 +688,7 @@ def test_the_old_cam_module_still_works_and_warns():
     assert ckdlearn.explain is ckdlearn.explanation.explain
 
 
+@pytest.mark.slow
 def test_the_library_does_not_import_the_deprecated_module():
     import subprocess
     import sys
@@ -790,6 +797,7 @@ def test_paper_cnn_stages():
     assert result.spearman["gradcam++"].shape == (4, 3)
 
 
+@pytest.mark.bitwise
 def test_label_randomisation(data, fitted, stone_rows):
     X, y, masks = data
     images = stone_rows[0]
@@ -815,6 +823,7 @@ def test_label_randomisation(data, fitted, stone_rows):
     np.testing.assert_allclose(repeat.spearman["gradcam"], result.spearman["gradcam"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_label_randomisation_of_a_pipeline(data, X_test):
     X, y, _ = data
     pipe = make_imblearn_pipeline(SMOTE(k_neighbors=2, random_state=0), tiny()).fit(X, y)

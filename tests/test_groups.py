@@ -312,6 +312,7 @@ def group_of(dataset, filename):
     return dataset.groups[dataset.filenames.tolist().index(filename)]
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_series_found_per_class_on_real_data(real_dataset):
     groups, target = real_dataset.groups, real_dataset.target
@@ -326,6 +327,7 @@ def test_series_found_per_class_on_real_data(real_dataset):
         assert len(np.unique(target[groups == group])) == 1
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_near_duplicates_far_apart_in_the_numbering_share_a_group(real_dataset):
     # Copies of the same anatomy under distant numbers (see the Notes);
@@ -337,6 +339,7 @@ def test_near_duplicates_far_apart_in_the_numbering_share_a_group(real_dataset):
         )
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_grouped_cv_leaks_nothing_by_the_audits_definition(real_dataset):
     reports = audit_cv(
@@ -348,6 +351,7 @@ def test_grouped_cv_leaks_nothing_by_the_audits_definition(real_dataset):
     assert [report.n_leaked_test for report in reports] == [0] * 5
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_slice_level_split_leaks_by_the_audits_definition(real_dataset):
     # The check above has teeth: a random slice-level split leaks.
@@ -356,6 +360,7 @@ def test_slice_level_split_leaks_by_the_audits_definition(real_dataset):
     assert report.leaked_fraction > 0.5
 
 
+@pytest.mark.slow
 @requires_shared_data
 @pytest.mark.parametrize("image_size", [16, 100])
 def test_groups_do_not_depend_on_image_size(real_dataset, image_size):

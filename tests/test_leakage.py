@@ -150,6 +150,7 @@ def test_max_shift_sets_the_tolerated_offset():
     assert audit_leakage(flat(images), flat(moved), max_shift=0).n_near == 0
 
 
+@pytest.mark.bitwise
 def test_threshold_zero_keeps_only_identical_thumbnails():
     images = smooth_images(5)
     noisy = images + np.random.default_rng(0).normal(0, 0.02, images.shape)
@@ -246,6 +247,7 @@ def test_a_pair_has_one_distance_in_every_search():
             assert whole[(min(i, j), max(i, j))] <= distance
 
 
+@pytest.mark.bitwise
 def test_identical_thumbnails_are_at_distance_zero():
     """Different pixels, equal block means: distance exactly 0, on any CPU."""
     rng = np.random.default_rng(0)

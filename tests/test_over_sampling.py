@@ -22,6 +22,7 @@ def _imbalanced(n=(40, 25, 9), n_features=64, dtype=np.float32, seed=0):
     return X, y
 
 
+@pytest.mark.bitwise
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("chunk_size", [1, 7, 256])
 @pytest.mark.parametrize(
@@ -51,6 +52,7 @@ def test_input_is_not_modified_and_sparse_goes_to_smote():
     np.testing.assert_array_equal(found.toarray(), expected.toarray())
 
 
+@pytest.mark.slow
 def test_peak_memory_is_far_below_smote():
     # 2,800 new 64x64 rows: SMOTE holds the resampled matrix twice plus
     # float64 blocks of the new rows; LeanSMOTE holds the output, one

@@ -49,6 +49,7 @@ def _same_weights(first, second):
         {"batch_size": -1},
     ],
 )
+@pytest.mark.bitwise
 def test_batch_loader_trains_exactly_like_the_dataloader(blob_data, iterator_params):
     X, y = blob_data
     whole = tiny(**iterator_params).fit(X, y)
@@ -60,6 +61,7 @@ def test_batch_loader_trains_exactly_like_the_dataloader(blob_data, iterator_par
     assert batch_sizes == [b["train_batch_size"] for b in per_image.history_[-1]["batches"]]
 
 
+@pytest.mark.bitwise
 def test_batch_loader_with_internal_validation_split(blob_data):
     X, y = blob_data
     labels = np.unique(y, return_inverse=True)[1]
@@ -208,6 +210,7 @@ def _torch_threads(_):
     return torch.get_num_threads()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
 def test_joblib_workers_share_the_cores():
     # GridSearchCV(n_jobs=k) runs fits in loky worker processes; loky caps

@@ -127,6 +127,7 @@ def assert_same_predictions(original, loaded, X):
 # --- round trips ------------------------------------------------------------------
 
 
+@pytest.mark.bitwise
 def test_round_trip_string_labels(tmp_path, blob_data, string_model):
     X, _ = blob_data
     path = save(string_model, tmp_path / "model.ckdl")
@@ -154,6 +155,7 @@ def test_routed_and_all_parameters_survive(model_file, string_model):
     assert params["device"] == "auto"
 
 
+@pytest.mark.bitwise
 def test_round_trip_int_labels_and_class_weight(tmp_path, blob_data, int_model):
     X, _ = blob_data
     model, _ = int_model
@@ -165,6 +167,7 @@ def test_round_trip_int_labels_and_class_weight(tmp_path, blob_data, int_model):
     torch.testing.assert_close(loaded.criterion_.weight, model.criterion_.weight)
 
 
+@pytest.mark.bitwise
 def test_round_trip_smote_pipeline(tmp_path, blob_data, smote_pipeline):
     X, _ = blob_data
     path = save(smote_pipeline, tmp_path / "pipeline.ckdl")
@@ -183,6 +186,7 @@ def test_round_trip_smote_pipeline(tmp_path, blob_data, smote_pipeline):
     assert type(callback) is EarlyStopping and callback.patience == 3
 
 
+@pytest.mark.bitwise
 def test_round_trip_paper_cnn_rgb_28(tmp_path):
     rng = np.random.RandomState(0)
     X = rng.rand(24, 3 * 28 * 28).astype(np.float32)
@@ -212,6 +216,7 @@ def test_load_with_device_override(model_file, blob_data, string_model):
     assert load(model_file).get_params()["device"] == "auto"
 
 
+@pytest.mark.bitwise
 def test_torch_device_parameter_round_trips(tmp_path, blob_data):
     X, y = blob_data
     model = tiny(device=torch.device("cpu")).fit(X, y)
@@ -284,6 +289,7 @@ def test_same_model_gives_same_bytes(tmp_path, string_model):
     assert save(string_model, tmp_path / "b.ckdl").read_bytes() == first
 
 
+@pytest.mark.bitwise
 def test_pickle_and_joblib_still_work(blob_data, smote_pipeline):
     X, _ = blob_data
     assert_same_predictions(smote_pipeline, pickle.loads(pickle.dumps(smote_pipeline)), X)

@@ -95,6 +95,7 @@ def test_predict_series_and_uncertainty(fitted):
         clf.predict_uncertainty(X, method="dropout")
 
 
+@pytest.mark.slow
 def test_evaluate_reports_series_and_selective_prediction():
     X, y = make_blob_images(n_per_class=16)
     groups = np.repeat(np.arange(len(X) // 4), 4)

@@ -149,6 +149,7 @@ def test_temperature_calibrates_without_changing_predictions():
     assert log_loss(calibrated.predict_proba(X[rows])) <= log_loss(raw.predict_proba(X[rows]))
 
 
+@pytest.mark.slow
 def test_grid_search_routes_groups_with_two_jobs():
     X, y, groups = coded_series()
     pipe = make_pipeline(SMOTE(k_neighbors=3, random_state=0), tiny(max_epochs=1, validation=0.25))

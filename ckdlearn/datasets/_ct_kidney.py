@@ -9,7 +9,7 @@ from ..preprocessing import conversion
 from ._bunch import load_descr, make_dataset
 from ._io import decode_into, drop_rows, warn_skipped
 from ._layout import CSV_NAME, list_dataset_files
-from ._validation import check_image_size, check_on_error, check_verbose
+from ._validation import check_loader_params
 
 __all__ = ["load_ct_kidney"]
 
@@ -188,9 +188,9 @@ def load_ct_kidney(
     (1024, (32, 32))
     >>> X, y, groups = dataset.data, dataset.target, dataset.groups
     """
-    image_size = check_image_size(image_size)
-    check_on_error(on_error)
-    check_verbose(verbose)
+    image_size = check_loader_params(
+        "load_ct_kidney", image_size=image_size, on_error=on_error, verbose=verbose
+    )
     step = conversion(input_domain, domain)
     files = list_dataset_files(root, classes)
     if files.unlisted:

@@ -7,7 +7,7 @@ import numpy as np
 from ._bunch import load_descr, make_dataset
 from ._io import resize_float
 from ._layout import select_classes
-from ._validation import check_image_size
+from ._validation import check_loader_params
 
 __all__ = ["load_ct_kidney_sample"]
 
@@ -92,7 +92,7 @@ def load_ct_kidney_sample(*, image_size=64, classes=None, return_X_y=False):
     >>> X.shape[1]
     1024
     """
-    image_size = check_image_size(image_size)
+    image_size = check_loader_params("load_ct_kidney_sample", image_size=image_size)
     resource = resources.files("ckdlearn.datasets") / "data" / SAMPLE_FILE
     with resource.open("rb") as handle, np.load(handle, allow_pickle=False) as archive:
         stored = archive["images"]

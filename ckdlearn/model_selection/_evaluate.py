@@ -237,12 +237,27 @@ def _macro_roc_auc_ovr(y_true, y_proba, classes):
     return float(np.mean(per_class)) if per_class else float("nan")
 
 
-def _scores(y_true, y_pred, y_proba, classes, n_bins):
-    """The built-in metrics, and per-class precision and recall."""
-    scores = {
+def label_scores(y_true, y_pred):
+    """Accuracy and macro-F1 (over the labels that occur) of predicted labels.
+
+    A class never predicted nor present adds nothing; one predicted but
+    never present (or the reverse) has an F1 of 0.
+
+    Examples
+    --------
+    >>> from ckdlearn.model_selection._evaluate import label_scores
+    >>> label_scores(["Cyst", "Cyst", "Stone"], ["Cyst", "Stone", "Stone"])
+    {'accuracy': 0.666..., 'macro_f1': 0.666...}
+    """
+    return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
+
+
+def _scores(y_true, y_pred, y_proba, classes, n_bins):
+    """The built-in metrics, and per-class precision and recall."""
+    scores = label_scores(y_true, y_pred)
     if y_proba is not None:
         scores["roc_auc_ovr"] = _macro_roc_auc_ovr(y_true, y_proba, classes)
         scores["ece"] = expected_calibration_error(y_true, y_proba, labels=classes, n_bins=n_bins)
@@ -283,10 +298,7 @@ def _series_answers(y, groups, splits, y_proba, uncertainty, classes):
         ))
     series = Bunch(**{key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
     series.y_pred = classes[series.proba.argmax(axis=1)]
-    series.scores = {
-        "accuracy": float(accuracy_score(series.y_true, series.y_pred)),
-        "macro_f1": float(f1_score(series.y_true, series.y_pred, average="macro", zero_division=0)),
-    }
+    series.scores = label_scores(series.y_true, series.y_pred)
     series.selective = _selective(series.y_true, series.y_pred, series.uncertainty)
     return series
 
