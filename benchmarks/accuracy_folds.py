@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -104,16 +104,19 @@ def summarize(args, data, y, splits):
     y_index = np.searchsorted(classes, y_true)
     log_proba = np.log(np.clip(proba, 1e-12, None))
 
-    # Cross-fitted temperature: each fold's from the other folds' answers.
+    # Cross-fitted temperature: each fold's from the other folds' answers;
+    # with one fold done, each half of its scan groups' from the other half.
+    parts = fold_of
+    if len(folds) == 1:
+        parts = np.zeros(len(test), dtype=int)
+        halves = GroupKFold(2).split(test, groups=data.groups[test])
+        parts[next(halves)[1]] = 1
     calibrated = np.empty_like(proba)
     temperatures = {}
-    for f in folds:
-        here = fold_of == f["fold"]
-        if len(folds) > 1:
-            temperatures[f["fold"]] = fit_temperature(log_proba[~here], y_index[~here])
-        else:
-            temperatures[f["fold"]] = 1.0
-        calibrated[here] = np.exp(log_softmax(log_proba[here] / temperatures[f["fold"]], axis=1))
+    for part in np.unique(parts):
+        here = parts == part
+        temperatures[int(part)] = fit_temperature(log_proba[~here], y_index[~here])
+        calibrated[here] = np.exp(log_softmax(log_proba[here] / temperatures[int(part)], axis=1))
     summary = {
         "name": args.name,
         "recipe": args.recipe,
@@ -125,6 +128,7 @@ def summarize(args, data, y, splits):
         "fit_minutes_per_fold": [round(float(f["fit_seconds"]) / 60, 1) for f in folds],
         "pooled": scores(y_true, proba, classes),
         "pooled_cross_fitted_temperature": scores(y_true, calibrated, classes),
+        "cross_fitted_temperatures": temperatures,
         "temperature_all_folds": fit_temperature(log_proba, y_index),
         "per_fold": {int(f["fold"]): scores(y[f["test"]], f["proba"], classes) for f in folds},
         "confusion_matrix": confusion_matrix(y_true, classes[proba.argmax(1)],
