@@ -1,7 +1,7 @@
 """
-=====================================================
+=======================================================
 Fine-tuning the reference model on a few labelled scans
-=====================================================
+=======================================================
 
 ckdlearn ships a reference model (:func:`ckdlearn.load_pretrained`),
 trained on the complete CT KIDNEY DATASET's development part less the 16
