@@ -15,10 +15,14 @@ Run from the repository root: ``python benchmarks/domain_check.py``.
 
 import numpy as np
 
-from ckdlearn.datasets import load_ct_kidney
-from ckdlearn._input import _domain_profile, _image_statistics
+import sys
+from pathlib import Path
 
-SHARED = "../shared/data/"
+from ckdlearn._input import _domain_profile, _image_statistics
+from ckdlearn.datasets import load_ct_kidney
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from recipes import data_root  # noqa: E402
 
 
 def warned_share(profile, images, groups):
@@ -34,9 +38,9 @@ def warned_share(profile, images, groups):
 
 
 def main():
-    full = load_ct_kidney(SHARED + "ct-kidney-full", input_domain="clahe", verbose=False)
-    raw = load_ct_kidney(SHARED + "ct-kidney", domain="raw", verbose=False)
-    converted = load_ct_kidney(SHARED + "ct-kidney", domain="clahe", verbose=False)
+    full = load_ct_kidney(data_root("ct-kidney-full"), input_domain="clahe", verbose=False)
+    raw = load_ct_kidney(data_root("ct-kidney"), domain="raw", verbose=False)
+    converted = load_ct_kidney(data_root("ct-kidney"), domain="clahe", verbose=False)
     half = full.groups % 2 == 0
     clahe_profile = _domain_profile(full.images[half])
     print("CLAHE model, held-out CLAHE series (false alarms):",

@@ -6,21 +6,25 @@ A recipe is how to load the data (``load``: keyword arguments of
 exactly what ``ckdlearn train`` fits.
 """
 
-import os
 from pathlib import Path
 
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import make_pipeline
 
 from ckdlearn import CKDNetClassifier
+from ckdlearn.datasets import local_data_folder
+from ckdlearn.datasets._local import not_found_message
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def data_root(name):
     """``name`` under $CKDLEARN_DATA, or under ../shared/data beside the checkout."""
-    base = os.environ.get("CKDLEARN_DATA")
-    return Path(base) / name if base else REPO.parent / "shared" / "data" / name
+    default = REPO.parent / "shared" / "data"
+    folder = local_data_folder(name, default=default)
+    if folder is None:
+        raise SystemExit(not_found_message(name, default=default))
+    return folder
 
 
 def _default(seed, **classifier):
