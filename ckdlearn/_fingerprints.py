@@ -125,7 +125,7 @@ class Fingerprints:
     Parameters
     ----------
     images : ndarray of shape (n, C, H, W)
-        Validated images (see :func:`ckdlearn.validation.check_images`),
+        Validated images (see :func:`ckdlearn.utils.input_checks.check_images`),
         any real dtype; kept by reference to confirm exact matches.
     max_shift : int
         Shifted thumbnails are made for offsets up to this many pixels.

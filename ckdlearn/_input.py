@@ -5,7 +5,7 @@
 image shape, the intensity range, the classes and their weights), how
 labels become class indices, and how input for prediction is validated
 and shaped into the image batches the network takes
-(:func:`ckdlearn.validation.as_image_batch`).
+(:func:`ckdlearn.utils.input_checks.as_image_batch`).
 """
 
 import warnings
@@ -16,7 +16,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch.utils import is_dataset
 
-from .validation import as_image_batch
+from .utils.input_checks import as_image_batch
 
 __all__ = ["ImageInputMixin"]
 

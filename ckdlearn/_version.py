@@ -15,7 +15,7 @@ def library_versions():
 
     Examples
     --------
-    >>> from ckdlearn._version import library_versions
+    >>> from ckdlearn.utils import library_versions
     >>> sorted(library_versions())[:3]
     ['ckdlearn', 'grad-cam', 'imbalanced-learn']
     """

@@ -3,7 +3,7 @@
 The estimator takes the flat ``(n, H*W)`` matrices that samplers such as
 SMOTE need and returns labels in the user's own vocabulary. Everything it
 adds to skorch goes through skorch's own hooks: ``get_dataset`` shapes the
-input into image batches (:func:`ckdlearn.validation.as_image_batch`),
+input into image batches (:func:`ckdlearn.utils.input_checks.as_image_batch`),
 ``initialize_module`` fills in what the data determines, ``train_step_single``
 augments, ``infer`` sets the precision, and the default iterator and
 callbacks are skorch parameters (:func:`ckdlearn.loaders.batch_loader`,
@@ -45,7 +45,7 @@ from .loaders import batch_loader
 from .nets import CKDNet
 from .preprocessing import DOMAINS
 from .utils._param_validation import Interval, Options, StrOptions, validate_parameter_constraints
-from .validation import IntegerInterval, as_image_batch, resolve_image_shape
+from .utils.input_checks import IntegerInterval, as_image_batch, resolve_image_shape
 
 __all__ = ["CKDNetClassifier", "CosineAnnealing", "as_image_batch", "batch_loader", "resolve_image_shape"]
 
@@ -441,7 +441,7 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
         Parameters
         ----------
         X : array-like of shape (n, H*W), (n, C*H*W), (n, H, W) or (n, C, H, W)
-            Training images; see :func:`~ckdlearn.validation.as_image_batch`
+            Training images; see :func:`~ckdlearn.utils.input_checks.as_image_batch`
             for dtypes.
         y : array-like of shape (n,)
             Labels, ints or strings.

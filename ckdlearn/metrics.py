@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .utils._param_validation import Interval, StrOptions, validate_params
-from .validation import IntegerInterval
+from .utils.input_checks import IntegerInterval
 
 __all__ = [
     "BootstrapInterval",
@@ -25,6 +25,7 @@ __all__ = [
     "accuracy_at_coverage",
     "expected_calibration_error",
     "grouped_bootstrap_interval",
+    "label_scores",
     "reliability_curve",
     "risk_coverage_curve",
     "uncertainty_from_proba",
@@ -605,3 +606,35 @@ def grouped_bootstrap_interval(
     return BootstrapInterval(float(estimate), float(low), float(high), float(confidence),
                              int(n_groups))
 
+
+def label_scores(y_true, y_pred):
+    """Accuracy and macro-F1 (over the labels that occur) of predicted labels.
+
+    A class never predicted nor present adds nothing; one predicted but
+    never present (or the reverse) has an F1 of 0. These are the two
+    figures every report of ckdlearn leads with.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        The true labels.
+    y_pred : array-like of shape (n_samples,)
+        The predicted labels.
+
+    Returns
+    -------
+    scores : dict
+        ``accuracy`` and ``macro_f1``, as Python floats.
+
+    Examples
+    --------
+    >>> from ckdlearn.metrics import label_scores
+    >>> label_scores(["Cyst", "Cyst", "Stone"], ["Cyst", "Stone", "Stone"])
+    {'accuracy': 0.666..., 'macro_f1': 0.666...}
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }

@@ -18,7 +18,7 @@ from imblearn.over_sampling import SMOTE
 from scipy import sparse
 from sklearn.utils import check_random_state
 
-from .validation import IntegerInterval
+from .utils.input_checks import IntegerInterval
 
 __all__ = ["LeanSMOTE"]
 

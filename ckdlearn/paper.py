@@ -26,8 +26,8 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .datasets import load_ct_kidney
 from .estimator import CKDNetClassifier
+from .metrics import label_scores
 from .model_selection import audit_leakage, evaluate
-from .model_selection._evaluate import label_scores
 from .nets import PaperCNN
 
 __all__ = ["PaperReproduction", "paper_classifier", "reproduce_paper"]

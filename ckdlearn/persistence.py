@@ -52,7 +52,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from skorch.history import History
 
-from ._files import atomic_write_bytes, check_outputs
+from .utils.files import atomic_write_bytes, check_outputs
 from ._version import __version__, library_versions
 from .estimator import CKDNetClassifier
 

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from skorch.callbacks import Callback
 
-from ckdlearn.cli import main
+from ckdlearn.app.cli import main
 from ckdlearn.datasets import load_ct_kidney, load_ct_kidney_sample
 from ckdlearn.persistence import load
-from ckdlearn.workflows import train
+from ckdlearn.app import train
 
 
 def write_class_folders(root, per_class=8, size=32):
@@ -127,6 +127,52 @@ def test_train_refuses_to_overwrite(model_file, dataset_dir, capsys):
     status, _, err = run(["train", dataset_dir, "--out", model_file, "--epochs", 1], capsys)
     assert_one_line_error(status, err, "already exists")
     assert model_file.read_bytes() == before
+
+
+def test_train_with_validation_holds_scan_series_out_before_smote(tmp_path, capsys, monkeypatch):
+    # `ckdlearn train --validation` builds ckdlearn's pipeline: whole scan
+    # series leave before SMOTE, so no synthetic image is made from a
+    # validation slice, and the network validates on real slices only.
+    from ckdlearn.app import load_labelled
+    from ckdlearn.over_sampling import LeanSMOTE
+
+    sample = load_ct_kidney_sample(image_size=32)
+    rows = np.concatenate([np.flatnonzero(sample.groups == g)[:4] for g in np.unique(sample.groups)])
+    csv_lines = ["filename,group"]
+    for number, row in enumerate(rows, start=1):
+        name = sample.target_names[sample.target[row]]
+        folder = tmp_path / "CT" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((sample.images[row] * 255).round().astype(np.uint8)).save(
+            folder / f"{name}- ({number}).png")
+        csv_lines.append(f"{name}/{name}- ({number}).png,scan{sample.groups[row]}")
+    (tmp_path / "groups.csv").write_text("\n".join(csv_lines) + "\n")
+    resampled = []
+    original = LeanSMOTE.fit_resample
+
+    def recording(self, X, y, **params):
+        resampled.append(np.array(X, copy=True))
+        return original(self, X, y, **params)
+
+    monkeypatch.setattr(LeanSMOTE, "fit_resample", recording)
+    status, _, err = run(["train", tmp_path / "CT", "--out", tmp_path / "m.ckdl", "--image-size", 32,
+                          "--epochs", 2, "--width", 4, "--threads", 1, "--validation", 0.25,
+                          "--groups", tmp_path / "groups.csv"], capsys)
+    assert status == 0, err
+    model = load(tmp_path / "m.ckdl")
+    dataset = load_labelled(tmp_path / "CT", 32, groups=tmp_path / "groups.csv")
+    held_out = np.isin(dataset.groups, model[-1].validation_groups_)
+    assert type(model).__module__ == "ckdlearn.pipeline"
+    assert len(np.unique(dataset.groups[held_out])) == 4  # a quarter of 16 series, whole
+    assert len(resampled) == 1 and np.array_equal(resampled[0], dataset.data[~held_out])
+    assert "valid_loss" in model[-1].history_[-1]
+
+
+def test_train_validation_must_be_a_share(dataset_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(dataset_dir), "--out", str(tmp_path / "m.ckdl"), "--validation", "2"])
+    assert exit_info.value.code == 2
+    assert "must be below 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["class-weight", "none"])
@@ -298,7 +344,7 @@ def test_explain_writes_overlays_and_grid(model_file, dataset_dir, tmp_path, cap
 
 
 def test_explain_grid_names_the_method_the_target_and_what_it_leaves_out(tmp_path, monkeypatch):
-    from ckdlearn.workflows import files
+    from ckdlearn.app import image_files as files
 
     names = [tmp_path / f"slice{i}.png" for i in range(20)]
     predictions, scores = ["Cyst"] * 20, np.linspace(0, 1, 20)
@@ -321,7 +367,7 @@ def test_explain_grid_names_the_method_the_target_and_what_it_leaves_out(tmp_pat
 
 
 def test_explain_says_when_the_grid_shows_some(model_file, dataset_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("ckdlearn.workflows.files.GRID_SIZE", 4)
+    monkeypatch.setattr("ckdlearn.app.image_files.GRID_SIZE", 4)
     status, out, err = run(["explain", model_file, dataset_dir / "Tumor", "--out", tmp_path / "h"], capsys)
     assert status == 0, err
     assert "wrote 8 overlays" in out and "(showing 4 of them)" in out
@@ -628,7 +674,7 @@ def test_bad_numbers_are_usage_errors(option, value, message, tmp_path, capsys):
 def test_help_version_and_typos_do_not_load_torch():
     code = (
         "import sys\n"
-        "from ckdlearn.cli import main\n"
+        "from ckdlearn.app.cli import main\n"
         "for argv in (['--help'], ['--version'], ['trian'], ['train', '--help'], ['explain', '--help'],\n"
         "             ['demo', '--help'], ['evaluate', '--help'], ['predict', '--help'], ['audit', '--help'],\n"
         "             ['reproduce-paper', '--help'], ['--debug', 'explain', '--help']):\n"
@@ -647,8 +693,8 @@ def test_help_version_and_typos_do_not_load_torch():
 
 
 def test_explain_lists_every_cam_method_without_importing_them(capsys):
-    from ckdlearn._method_names import CAM_METHOD_NAMES
-    from ckdlearn.cam import CAM_METHODS
+    from ckdlearn.app._method_names import CAM_METHOD_NAMES
+    from ckdlearn.explanation import CAM_METHODS
 
     assert CAM_METHOD_NAMES == tuple(CAM_METHODS)
     with pytest.raises(SystemExit):
@@ -676,7 +722,7 @@ def test_debug_is_accepted_before_the_command(tmp_path):
 
 @pytest.mark.parametrize("listed", ["'demo', 'train'", "demo, train"])  # Python < / >= 3.12.8
 def test_typo_suggestion_reads_either_choice_format(listed, capsys):
-    from ckdlearn.cli import build_parser
+    from ckdlearn.app.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().error(f"argument COMMAND: invalid choice: 'trian' (choose from {listed})")
@@ -744,7 +790,7 @@ def test_diverged_training_writes_no_model(dataset_dir, tmp_path, capsys):
 def _interrupt_once_training(args, tmp_path):
     """Run the command in a subprocess, press Ctrl-C after its first epoch."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "ckdlearn.cli", *map(str, args), "--threads", "1"],
+        [sys.executable, "-m", "ckdlearn.app.cli", *map(str, args), "--threads", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )
     lines = []

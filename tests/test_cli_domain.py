@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ckdlearn.cli import main
+from ckdlearn.app.cli import main
 from ckdlearn.datasets import load_ct_kidney_sample
 from ckdlearn.persistence import load
 
@@ -74,7 +74,7 @@ def test_train_records_the_domain_and_equalises_only_raw_files(clahe_files, tmp_
 
 def test_a_raw_model_refuses_clahe_files_with_a_clear_error(clahe_files, tmp_path, capsys):
     from ckdlearn import save
-    from ckdlearn.workflows import build_pipeline
+    from ckdlearn.app import build_pipeline
     from ckdlearn.datasets import load_ct_kidney
 
     data = load_ct_kidney(clahe_files, image_size=32, domain="raw", input_domain="raw")

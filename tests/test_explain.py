@@ -695,7 +695,7 @@ def test_the_library_does_not_import_the_deprecated_module():
 
     code = ("import warnings; warnings.simplefilter('error', FutureWarning); import ckdlearn, sys; "
             "ckdlearn.explain; ckdlearn.CKDNetClassifier; import ckdlearn.persistence, "
-            "ckdlearn.plotting, ckdlearn.cli; assert 'ckdlearn.cam' not in sys.modules")
+            "ckdlearn.plotting, ckdlearn.app.cli; assert 'ckdlearn.cam' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

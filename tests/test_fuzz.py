@@ -399,7 +399,7 @@ def test_loaders(tmp_path_factory, files, on_error, size, readme):
 @pytest.fixture(scope="module")
 def cli_world(tmp_path_factory):
     """A labelled folder, a model trained on it, and files a user would not want touched."""
-    from ckdlearn.cli import main
+    from ckdlearn.app.cli import main
 
     from test_cli import write_class_folders
 
@@ -451,7 +451,7 @@ def _argv(draw, root, data, model):
 
 @given(data=st.data())
 def test_cli_commands(cli_world, capsys, data):
-    from ckdlearn.cli import main
+    from ckdlearn.app.cli import main
 
     root, folder, model = cli_world
     argv = _argv(data.draw, root, folder, model)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from ckdlearn import CKDNetClassifier
-from ckdlearn.cli import main
+from ckdlearn.app.cli import main
 from ckdlearn.datasets import load_ct_kidney_sample
 from ckdlearn.paper import as_paper_rgb, paper_classifier, reproduce_paper
 

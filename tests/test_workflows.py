@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ckdlearn.workflows as workflows
-from ckdlearn.report import Report
-from ckdlearn.workflows import (
+import ckdlearn.app as workflows
+from ckdlearn.app.html_report import Report
+from ckdlearn.app import (
     EpochProgress,
     baseline_predictions,
     build_pipeline,
@@ -31,7 +31,27 @@ def test_every_public_name_resolves():
         workflows.no_such_workflow
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")) + [PACKAGE.parent / "cli.py"], ids=lambda p: p.name)
+LIBRARY = PACKAGE.parent
+# Old paths of moved modules: they import the app to forward to it.
+DEPRECATED_ALIASES = {"cam.py", "cli.py", "report.py", "workflows/__init__.py"}
+
+
+def _imported_modules(path):
+    """The absolute names of the ckdlearn modules that ``path`` imports."""
+    package = ".".join(path.relative_to(LIBRARY.parent).with_suffix("").parts[:-1])
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            modules.add(f"{base}.{node.module}" if node.module else base)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ckdlearn"):
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names if alias.name.startswith("ckdlearn"))
+    return modules
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
 def test_one_idea_per_module_and_no_private_imports(path):
     tree = ast.parse(path.read_text())
     assert ast.get_docstring(tree), f"{path.name} has no opening docstring"
@@ -39,16 +59,63 @@ def test_one_idea_per_module_and_no_private_imports(path):
         if isinstance(node, ast.ImportFrom) and node.level:  # a ckdlearn module
             private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
             assert not private, f"{path.name} imports private {private} from {node.module}"
+            module = node.module or ""
+            reaches_in = [part for part in module.split(".") if part.startswith("_")]
+            assert node.level == 1 or not reaches_in, f"{path.name} imports the library's private {module}"
+
+
+def test_the_library_never_imports_the_app():
+    for path in sorted(LIBRARY.rglob("*.py")):
+        name = path.relative_to(LIBRARY).as_posix()
+        if name.startswith("app/") or name in DEPRECATED_ALIASES:
+            continue
+        into_app = {m for m in _imported_modules(path) if m == "ckdlearn.app" or m.startswith("ckdlearn.app.")}
+        assert not into_app, f"ckdlearn/{name} imports the command-line app: {sorted(into_app)}"
+
+
+@pytest.mark.slow
+def test_importing_the_library_leaves_the_app_out():
+    import subprocess
+
+    code = ("import sys, ckdlearn, ckdlearn.persistence, ckdlearn.datasets, ckdlearn.model_selection, "
+            "ckdlearn.plotting, ckdlearn.explanation, ckdlearn.paper, ckdlearn.pipeline; "
+            "ckdlearn.CKDNetClassifier; assert 'ckdlearn.app' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("old", "new", "warned"), [
+    ("ckdlearn.workflows", "ckdlearn.app", "ckdlearn.workflows is deprecated: it moved to ckdlearn.app;"),
+    ("ckdlearn.workflows.pipeline", "ckdlearn.app.recipe", "ckdlearn.workflows is deprecated"),
+    ("ckdlearn.workflows.files", "ckdlearn.app.image_files", "ckdlearn.workflows is deprecated"),
+    ("ckdlearn.workflows.reporting", "ckdlearn.app.reporting", "ckdlearn.workflows is deprecated"),
+    ("ckdlearn.cli", "ckdlearn.app.cli", "ckdlearn.cli is deprecated: it moved to ckdlearn.app.cli;"),
+    ("ckdlearn.report", "ckdlearn.app.html_report", "ckdlearn.report is deprecated: it moved to "
+                                                    "ckdlearn.app.html_report;"),
+    ("ckdlearn.validation", "ckdlearn.utils.input_checks", "ckdlearn.validation is deprecated: it moved "
+                                                           "to ckdlearn.utils.input_checks;"),
+])
+def test_old_paths_still_import_with_a_warning(old, new, warned):
+    import importlib
+
+    for name in [old, "ckdlearn.workflows"]:
+        sys.modules.pop(name, None)
+    with pytest.warns(FutureWarning, match=re.escape(warned)):
+        module = importlib.import_module(old)
+    moved = importlib.import_module(new)
+    for name in getattr(moved, "__all__", []):
+        assert getattr(module, name) is getattr(moved, name)
 
 
 def test_the_cli_holds_no_workflow():
     # The command line parses and prints: it reaches the library only
-    # through the workflows (and the safe writer for printing to a file, and
-    # the library's exceptions, to raise and catch Ctrl-C as training does).
-    tree = ast.parse((PACKAGE.parent / "cli.py").read_text())
-    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
-    assert modules <= {None, "_files", "exceptions", "_method_names", "paper", "workflows.pipeline", "workflows.demo",
-                       "workflows.training", "workflows.scoring", "workflows.files", "workflows.audit"}
+    # through the app's workflows (and the safe writer for printing to a
+    # file, the library's exceptions, to raise and catch Ctrl-C as training
+    # does, and the paper's protocol it runs).
+    modules = _imported_modules(PACKAGE / "cli.py")
+    assert modules <= {"ckdlearn", "ckdlearn.utils.files", "ckdlearn.exceptions", "ckdlearn.paper"} | {
+        f"ckdlearn.app.{name}" for name in
+        ["_method_names", "recipe", "demo", "training", "scoring", "image_files", "audit"]
+    }
 
 
 def test_baselines():
@@ -73,9 +140,29 @@ def test_report_writes_only_its_files(tmp_path):
     report.write(folder)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         report.write(folder)
-    report.write(folder, force=True)
+    report.write(folder, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == ["line.png", "report.html", "thesis.txt"]
     assert (folder / "thesis.txt").read_text() == "mine"
+
+
+def test_one_keyword_refuses_to_overwrite_and_the_old_ones_still_work(tmp_path):
+    # Python says overwrite= everywhere (the command line says --force);
+    # force= and prepare_output_path still work, with a warning.
+    from ckdlearn.app.html_report import prepare_output_path
+
+    report = Report("r")
+    report.write(tmp_path)
+    with pytest.warns(FutureWarning, match=r"Report.write\(force=...\) is deprecated; pass overwrite="):
+        report.write(tmp_path, force=True)
+    with pytest.raises(TypeError, match="both force= and overwrite="):
+        report.write(tmp_path, force=True, overwrite=True)
+    with pytest.warns(FutureWarning, match="check_outputs"):
+        with pytest.raises(FileExistsError, match="overwrite=True"):
+            prepare_output_path(tmp_path / "report.html")
+    with pytest.warns(FutureWarning, match="check_outputs"):
+        assert prepare_output_path(tmp_path / "report.html", force=True).name == "report.html"
+    with pytest.warns(FutureWarning, match=r"check_training_outputs\(force=...\)"):
+        assert check_training_outputs(tmp_path / "new.ckdl", {}, force=True) == 0
 
 
 def _fake_checkpoint(model_path, settings, epochs=2):
@@ -93,9 +180,9 @@ def test_check_training_outputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="Nothing to resume"):
         check_training_outputs(model, settings, resume=True)
     _fake_checkpoint(model, settings)
-    with pytest.raises(FileExistsError, match=r"unfinished.*resume=True.*force=True"):
+    with pytest.raises(FileExistsError, match=r"unfinished.*resume=True.*overwrite=True"):
         check_training_outputs(model, settings)
-    assert check_training_outputs(model, settings, force=True) == 0
+    assert check_training_outputs(model, settings, overwrite=True) == 0
     assert check_training_outputs(model, settings, resume=True) == 2
     # Only the settings a caller knows are compared (the command line checks
     # the image size before the data, whose classes it cannot know yet).
@@ -156,7 +243,7 @@ def test_progress_counts_folds_across_clones_and_shows_validation(monkeypatch, c
 
     # A clock that advances 10 s per reading: elapsed and time left are exact.
     ticks = iter(range(0, 10_000, 10))
-    monkeypatch.setattr("ckdlearn.workflows.progress.time.perf_counter", lambda: next(ticks))
+    monkeypatch.setattr("ckdlearn.app.progress.time.perf_counter", lambda: next(ticks))
     X, y = blob_data
     groups = np.arange(len(y)) % 6
     stages = ["fold 1 of 2", "fold 2 of 2", "final model"]
@@ -189,7 +276,7 @@ def test_ckdlearn_train_fits_the_default_recipe():
     import inspect
 
     from ckdlearn import CKDNetClassifier
-    from ckdlearn.cli import build_parser
+    from ckdlearn.app.cli import build_parser
     from ckdlearn.datasets import load_ct_kidney
 
     args = build_parser().parse_args(["train", "DATA", "--out", "m.ckdl"])
@@ -208,7 +295,7 @@ def test_ckdlearn_train_fits_the_default_recipe():
 
 
 def test_read_groups_file_matches_names_paths_and_unique_base_names(tmp_path):
-    from ckdlearn.workflows import read_groups_file
+    from ckdlearn.app import read_groups_file
 
     data = tmp_path / "data"
     csv_file = tmp_path / "groups.csv"
@@ -241,7 +328,7 @@ CLASSES = ["Cyst", "Normal", "Stone", "Tumor"]
 
 def test_verdict_names_the_weak_class_and_the_finding_called_normal():
     from ckdlearn.metrics import BootstrapInterval
-    from ckdlearn.workflows import describe_verdict
+    from ckdlearn.app import describe_verdict
 
     # The issue's report: Tumor recall 0.18, 54% of tumour slices called Normal.
     matrix = [[80, 10, 5, 5], [5, 90, 3, 2], [10, 10, 75, 5], [20, 54, 8, 18]]
@@ -259,7 +346,7 @@ def test_verdict_names_the_weak_class_and_the_finding_called_normal():
 
 def test_verdict_follows_the_numbers():
     from ckdlearn.metrics import BootstrapInterval
-    from ckdlearn.workflows import describe_verdict
+    from ckdlearn.app import describe_verdict
 
     good = np.diag([50, 80, 30, 40]) + 2
     text = describe_verdict(good, CLASSES, macro_f1=0.9, accuracy=0.9,
@@ -278,8 +365,8 @@ def test_verdict_follows_the_numbers():
 
 
 def test_sanity_caption_is_read_off_its_table():
-    from ckdlearn.workflows import describe_sanity_check
-    from ckdlearn.workflows.reporting import describe_layers
+    from ckdlearn.app import describe_sanity_check
+    from ckdlearn.app.reporting import describe_layers
 
     stages = ["classifier", "features.3", "features.2", "features.1", "features.0"]
     passing = {"gradcam": [0.2, 0.1, 0.0, 0.0, 0.0], "gradcam++": [0.3, 0.2, 0.1, 0.1, 0.0]}

@@ -5,7 +5,8 @@
 - :func:`fetch_ct_kidney` downloads it from Kaggle first.
 - :func:`load_ct_kidney_sample` returns a small real subset shipped with
   ckdlearn, for demos, docs and tests.
-- :func:`read_images` reads a list of slice files into one array.
+- :func:`read_images` reads a list of slice files into one array, and
+  :func:`find_slice_files` lists the slice files of folders.
 - :func:`load_pretrained` loads the reference model that ships with
   ckdlearn, trained on the complete data less the sample's scans.
 - :func:`local_data_folder` finds a local copy named by ``CKDLEARN_DATA``.
@@ -13,13 +14,14 @@
 
 from ._ct_kidney import load_ct_kidney
 from ._fetch import fetch_ct_kidney
-from ._io import read_images
+from ._io import find_slice_files, read_images
 from ._local import local_data_folder
 from ._reference import load_pretrained, reference_model_info
 from ._sample import load_ct_kidney_sample
 
 __all__ = [
     "fetch_ct_kidney",
+    "find_slice_files",
     "load_ct_kidney",
     "load_ct_kidney_sample",
     "load_pretrained",

@@ -7,6 +7,7 @@ is allocated once.
 """
 
 import os
+import re
 import sys
 import threading
 import warnings
@@ -543,3 +544,57 @@ def _read_error(path, exc):
         f"{kind}. Replace or remove the file, or pass on_error='skip' to "
         "leave unreadable files out."
     )
+
+
+def natural_key(name):
+    """Sort key putting "Cyst- (2).jpg" before "Cyst- (10).jpg"."""
+    parts = re.split(r"(\d+)", name)
+    return [int(part) if part.isdigit() else part.lower() for part in parts], name
+
+
+def find_slice_files(paths):
+    """Expand files and folders (searched recursively) into slice files.
+
+    Parameters
+    ----------
+    paths : list of str or Path
+        Image files and/or folders.
+
+    Returns
+    -------
+    files : list of Path
+        In a deterministic order: as given, each folder's files in natural
+        order (``slice2`` before ``slice10``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist or no image file is found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from ckdlearn.datasets import find_slice_files
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ["slice10.png", "slice2.png", "notes.txt"]:
+    ...     _ = (folder / name).write_bytes(b"")
+    >>> [path.name for path in find_slice_files([folder])]
+    ['slice2.png', 'slice10.png']
+    """
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = (p for p in path.rglob("*") if p.is_file() and is_slice_file(p))
+            files.extend(sorted(found, key=lambda p: natural_key(os.fspath(p))))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"No such file or folder: {path}")
+    if not files:
+        suffixes = ", ".join(sorted(s for s in SLICE_SUFFIXES if s))
+        raise FileNotFoundError(
+            "No image files found in " + ", ".join(map(str, paths))
+            + f" (looked for {suffixes} and DICOM files without an extension)."
+        )
+    return files

@@ -9,14 +9,13 @@ otherwise, in a deterministic order.
 import csv
 import difflib
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._io import SLICE_SUFFIXES, is_slice_file
+from ._io import SLICE_SUFFIXES, is_slice_file, natural_key
 
 CSV_NAME = "kidneyData.csv"
 KNOWN_CLASSES = ("Cyst", "Normal", "Stone", "Tumor")
@@ -150,12 +149,6 @@ def _first_slice_file(folder):
 def _slice_files(folder):
     with os.scandir(folder) as entries:
         return [entry.name for entry in entries if entry.is_file() and is_slice_file(entry.path)]
-
-
-def natural_key(name):
-    """Sort key putting "Cyst- (2).jpg" before "Cyst- (10).jpg"."""
-    parts = re.split(r"(\d+)", name)
-    return [int(part) if part.isdigit() else part.lower() for part in parts], name
 
 
 def select_classes(available, classes, source):

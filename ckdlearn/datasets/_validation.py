@@ -10,7 +10,7 @@ its values mean rather than only their type and range.
 import numbers
 
 from ..utils._param_validation import Interval, Options, StrOptions, validate_parameter_constraints
-from ..validation import IntegerInterval
+from ..utils.input_checks import IntegerInterval
 
 ON_ERROR_CHOICES = ("raise", "skip")
 

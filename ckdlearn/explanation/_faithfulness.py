@@ -17,7 +17,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from sklearn.utils import check_random_state
 
 from ..utils._param_validation import Interval, StrOptions, validate_params
-from ..validation import check_images
+from ..utils.input_checks import check_images
 from ._network import (
     NETWORK_PARAMETERS,
     check_class_indices,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..validation import IntegerInterval, check_images
+from ..utils.input_checks import IntegerInterval, check_images
 
 # Constraints shared by the functions that run a network over images.
 NETWORK_PARAMETERS = {

@@ -18,7 +18,7 @@ from sklearn.utils import Bunch, check_random_state
 from torch import nn
 
 from ..utils._param_validation import StrOptions, validate_params
-from ..validation import IntegerInterval
+from ..utils.input_checks import IntegerInterval
 from ._cam import CAM_METHODS, compute_heatmaps
 from ._explain import explainer_and_input
 from ._network import some_layer_names

@@ -16,13 +16,7 @@ import time
 import warnings
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 from sklearn.model_selection import cross_validate
 from sklearn.utils import Bunch
 
@@ -30,6 +24,7 @@ from .._fingerprints import DEFAULT_NEAR_THRESHOLD
 from ..metrics import (
     accuracy_at_coverage,
     expected_calibration_error,
+    label_scores,
     risk_coverage_curve,
     uncertainty_from_proba,
 )
@@ -41,7 +36,7 @@ from ..utils._param_validation import (
     validate_parameter_constraints,
     validate_params,
 )
-from ..validation import IntegerInterval, check_images
+from ..utils.input_checks import IntegerInterval, check_images
 from ._leakage import (
     FINGERPRINT_CONSTRAINTS,
     LeakageWarning,
@@ -235,24 +230,6 @@ def _macro_roc_auc_ovr(y_true, y_proba, classes):
         if 0 < np.sum(y_true == label) < len(y_true)
     ]
     return float(np.mean(per_class)) if per_class else float("nan")
-
-
-def label_scores(y_true, y_pred):
-    """Accuracy and macro-F1 (over the labels that occur) of predicted labels.
-
-    A class never predicted nor present adds nothing; one predicted but
-    never present (or the reverse) has an F1 of 0.
-
-    Examples
-    --------
-    >>> from ckdlearn.model_selection._evaluate import label_scores
-    >>> label_scores(["Cyst", "Cyst", "Stone"], ["Cyst", "Stone", "Stone"])
-    {'accuracy': 0.666..., 'macro_f1': 0.666...}
-    """
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
 
 
 def _scores(y_true, y_pred, y_proba, classes, n_bins):

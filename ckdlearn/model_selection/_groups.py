@@ -18,7 +18,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .._fingerprints import DEFAULT_NEAR_THRESHOLD, Fingerprints, duplicate_pairs_within
 from ..utils._param_validation import Interval, validate_params
-from ..validation import check_images
+from ..utils.input_checks import check_images
 from ._leakage import FINGERPRINT_CONSTRAINTS
 
 __all__ = ["ScanGroupingWarning", "infer_scan_groups"]
@@ -397,17 +397,50 @@ def _number_by_first_appearance(labels):
 
 
 def resolve_scan_groups(images, filenames, *, paths=None, image_sizes=None):
-    """Groups for splitting, from DICOM identifiers where the files carry them.
+    """Scan groups of slice files, from DICOM identifiers where the files carry them.
 
     DICOM slices are grouped by ``PatientID`` (else ``StudyInstanceUID``,
-    else ``SeriesInstanceUID``): a patient's scans are one group. The
-    other slices get :func:`infer_scan_groups` (which warns when its
-    grouping is unreliable). Returns ``groups`` (int64, numbered by first
-    appearance), ``sources`` (per slice: ``"dicom:PatientID"``, ...,
-    ``"inferred"``) and JSON-ready ``diagnostics``: ``source`` (slices per
-    source), ``reliable`` and ``reasons`` (of the inferred part),
-    ``n_slices``, ``n_groups``, and ``inferred`` (the diagnostics of
-    :func:`infer_scan_groups`, None where no slice was inferred).
+    else ``SeriesInstanceUID``): a patient's scans are one group. The other
+    slices get :func:`infer_scan_groups`, which warns when its grouping is
+    unreliable. This is how :func:`ckdlearn.datasets.load_ct_kidney` and
+    ``ckdlearn predict`` group the slices they read.
+
+    Parameters
+    ----------
+    images : array-like of shape (n_slices, height, width) or (n_slices, height * width)
+        The slices, as for :func:`infer_scan_groups`.
+    filenames : sequence of str or path-like of length n_slices
+        The names :func:`infer_scan_groups` reads the numbering from.
+    paths : sequence of str or path-like, default=None
+        The files, read for DICOM identifiers; ``filenames`` when None.
+    image_sizes : array-like of shape (n_slices, 2), default=None
+        The slices' sizes on disk, as for :func:`infer_scan_groups`.
+
+    Returns
+    -------
+    groups : ndarray of shape (n_slices,), dtype int64
+        Group ids, numbered by first appearance.
+    sources : ndarray of shape (n_slices,), dtype str
+        Where each slice's group came from: ``"dicom:PatientID"`` (or
+        ``"dicom:StudyInstanceUID"``, ``"dicom:SeriesInstanceUID"``) or
+        ``"inferred"``.
+    diagnostics : dict
+        JSON-ready: ``source`` (slices per source), ``reliable`` and
+        ``reasons`` (of the inferred part), ``n_slices``, ``n_groups``, and
+        ``inferred`` (the diagnostics of :func:`infer_scan_groups`, None
+        where no slice was inferred).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ckdlearn.model_selection import resolve_scan_groups
+    >>> rng = np.random.RandomState(0)
+    >>> scans = [rng.rand(16, 16) for _ in range(2)]
+    >>> images = np.stack([scan + 0.001 * i for scan in scans for i in range(6)])
+    >>> names = [f"Cyst/Cyst- ({i}).jpg" for i in range(1, 13)]
+    >>> groups, sources, diagnostics = resolve_scan_groups(images, names)
+    >>> groups.tolist(), set(sources.tolist())
+    ([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], {'inferred'})
     """
     from ..datasets._io import DICOM_SUFFIXES, looks_like_dicom
 

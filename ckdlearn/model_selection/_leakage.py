@@ -22,7 +22,7 @@ from sklearn.model_selection import (
 
 from .._fingerprints import DEFAULT_NEAR_THRESHOLD, Fingerprints, duplicate_pairs
 from ..utils._param_validation import Interval, validate_params
-from ..validation import IntegerInterval, check_images
+from ..utils.input_checks import IntegerInterval, check_images
 
 __all__ = ["LeakageWarning", "LeakageReport", "audit_leakage", "audit_cv"]
 

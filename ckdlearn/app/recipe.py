@@ -1,7 +1,11 @@
 """The default classifier for each way of handling class imbalance.
 
-Light to import (the estimator is imported when a pipeline is built), so
-the command line can offer :data:`METHODS` without loading torch.
+The command line builds what a Python user writes:
+``ckdlearn.pipeline.make_pipeline(SMOTE(), CKDNetClassifier())``, with
+ckdlearn's :class:`~ckdlearn.pipeline.Pipeline`, so that validation scan
+series are held out before SMOTE. Light to import (the estimator is
+imported when a pipeline is built), so the command line can offer
+:data:`METHODS` without loading torch.
 """
 
 __all__ = ["METHODS", "adapt_smote_neighbours", "build_pipeline", "final_classifier"]
@@ -18,6 +22,7 @@ def build_pipeline(
     batch_size=32,
     width=16,
     random_state=0,
+    validation=None,
     verbose=0,
     callbacks=None,
 ):
@@ -36,6 +41,10 @@ def build_pipeline(
         Channels of the first convolution block.
     random_state : int or None, default=0
         Seeds SMOTE and the network.
+    validation : float, int or None, default=None
+        Scan series the network holds out to stop early and calibrate on
+        (see :class:`~ckdlearn.CKDNetClassifier`); fit the result with
+        ``groups``. With SMOTE they are held out before resampling.
     verbose : int, default=0
         The network's verbosity.
     callbacks : list or None, default=None
@@ -43,13 +52,14 @@ def build_pipeline(
 
     Returns
     -------
-    estimator : imblearn Pipeline or CKDNetClassifier
+    estimator : ckdlearn.pipeline.Pipeline or CKDNetClassifier
 
     Examples
     --------
-    >>> from ckdlearn.workflows import build_pipeline
-    >>> build_pipeline("smote").steps[0]
-    ('smote', LeanSMOTE(random_state=0))
+    >>> from ckdlearn.app import build_pipeline
+    >>> pipe = build_pipeline("smote", validation=0.2)
+    >>> type(pipe).__module__, pipe.steps[0]
+    ('ckdlearn.pipeline', ('smote', LeanSMOTE(random_state=0)))
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
@@ -62,14 +72,14 @@ def build_pipeline(
         module__width=width,
         class_weight="balanced" if method == "class-weight" else None,
         random_state=random_state,
+        validation=validation,
         verbose=verbose,
         callbacks=callbacks,
     )
     if method != "smote":
         return classifier
-    from imblearn.pipeline import Pipeline
-
     from ..over_sampling import LeanSMOTE
+    from ..pipeline import Pipeline
 
     # Named "smote" (the algorithm) rather than make_pipeline's "leansmote".
     return Pipeline([("smote", LeanSMOTE(random_state=random_state)), ("ckdnetclassifier", classifier)])

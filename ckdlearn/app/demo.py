@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from .._files import check_outputs
-from .pipeline import build_pipeline, final_classifier
+from ..utils.deprecation import renamed_keyword
+from ..utils.files import check_outputs
+from .recipe import build_pipeline, final_classifier
 from .progress import EpochProgress, silent
 from .reporting import REPORT_FILES, evaluation_report
 
@@ -31,7 +32,8 @@ _DESCRIPTION = (
 )
 
 
-def run_demo(out, *, epochs=12, folds=3, force=False, progress=silent):
+@renamed_keyword("force", "overwrite")
+def run_demo(out, *, epochs=12, folds=3, overwrite=False, progress=silent):
     """Evaluate and fit the default pipeline on the shipped sample; write a report.
 
     Parameters
@@ -42,7 +44,7 @@ def run_demo(out, *, epochs=12, folds=3, force=False, progress=silent):
     epochs : int, default=12
     folds : int, default=3
         Scan-series folds.
-    force : bool, default=False
+    overwrite : bool, default=False
         Replace the demo's files in ``out``.
     progress : callable
 
@@ -58,7 +60,7 @@ def run_demo(out, *, epochs=12, folds=3, force=False, progress=silent):
 
     out = Path(out)
     model_path = out / "model.ckdl"
-    check_outputs([out / name for name in REPORT_FILES] + [model_path], overwrite=force)
+    check_outputs([out / name for name in REPORT_FILES] + [model_path], overwrite=overwrite)
     dataset = load_ct_kidney_sample(image_size=64)
     progress(
         f"sample: {len(dataset.data)} real CT slices at 64 px, "
@@ -81,5 +83,5 @@ def run_demo(out, *, epochs=12, folds=3, force=False, progress=silent):
     pipeline.fit(dataset.data, np.asarray(dataset.target_names)[dataset.target])
     final_classifier(pipeline).set_params(callbacks=None)
     out.mkdir(parents=True, exist_ok=True)
-    save(pipeline, model_path, overwrite=force)
-    return Bunch(result=result, report=report.write(out, force=force), model=model_path)
+    save(pipeline, model_path, overwrite=overwrite)
+    return Bunch(result=result, report=report.write(out, overwrite=overwrite), model=model_path)

@@ -1,7 +1,7 @@
 """The HTML report of a cross-validated evaluation, section by section.
 
 :func:`evaluation_report` cross-validates by scan series and builds a
-:class:`~ckdlearn.report.Report`: the data, the scores beside trivial
+:class:`~ckdlearn.app.html_report.Report`: the data, the scores beside trivial
 baselines, calibration, Grad-CAM cases from different scan series with
 what to look for in them, the leakage audit, and the configuration.
 """
@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import check_outputs
-from .._version import library_versions
-from ..report import Report
+from ..utils.deprecation import renamed_keyword
+from ..utils.files import check_outputs
+from ..utils import library_versions
+from .html_report import Report
 from .progress import silent
-from .scoring import baseline_predictions, label_scores
+from ..metrics import label_scores
+from .scoring import baseline_predictions
 
 __all__ = [
     "ATTRIBUTION", "REPORT_FILES", "describe_sanity_check", "describe_verdict", "evaluation_report",
@@ -28,7 +30,7 @@ ATTRIBUTION = (
     "12:11440, 2022), CC BY 4.0."
 )
 
-#: The files a report folder receives (and the only ones ``force`` replaces).
+#: The files a report folder receives (and the only ones ``overwrite`` replaces).
 REPORT_FILES = (
     "confusion_matrix.png", "reliability.png", "risk_coverage.png", "gradcam.png",
     "sanity_check.png", "report.html",
@@ -54,17 +56,18 @@ WEAK_RECALL = 0.5
 SANITY_PASS_BELOW = 0.5
 
 
-def report_evaluation(estimator, dataset, out, *, force=False, **options):
+@renamed_keyword("force", "overwrite")
+def report_evaluation(estimator, dataset, out, *, overwrite=False, **options):
     """Cross-validate by scan series and write an HTML report with figures.
 
     Only :data:`REPORT_FILES` are written into ``out``, checked before the
-    evaluation starts (``force`` replaces them); ``options`` go to
+    evaluation starts (``overwrite`` replaces them); ``options`` go to
     :func:`evaluation_report` (``cv`` is required). Returns the
     EvaluationResult and the path of ``report.html``.
     """
-    check_outputs([Path(out) / name for name in REPORT_FILES], overwrite=force)
+    check_outputs([Path(out) / name for name in REPORT_FILES], overwrite=overwrite)
     result, report = evaluation_report(estimator, dataset, **options)
-    return result, report.write(out, force=force)
+    return result, report.write(out, overwrite=overwrite)
 
 
 def evaluation_report(estimator, dataset, *, cv, title="ckdlearn evaluation", description=None,
@@ -252,7 +255,7 @@ def describe_verdict(matrix, classes, *, macro_f1, accuracy, baseline, intervals
 
     Examples
     --------
-    >>> from ckdlearn.workflows.reporting import describe_verdict
+    >>> from ckdlearn.app.reporting import describe_verdict
     >>> matrix = [[80, 10, 5, 5], [5, 90, 3, 2], [10, 10, 75, 5], [20, 54, 8, 18]]
     >>> text = describe_verdict(matrix, ["Cyst", "Normal", "Stone", "Tumor"],
     ...                         macro_f1=0.62, accuracy=0.66, baseline=("majority class", 0.15))
@@ -464,7 +467,7 @@ def describe_sanity_check(table, stages, pass_below=SANITY_PASS_BELOW):
 
     Examples
     --------
-    >>> from ckdlearn.workflows.reporting import describe_sanity_check
+    >>> from ckdlearn.app.reporting import describe_sanity_check
     >>> describe_sanity_check({"gradcam": [0.1, 0.05], "gradcam++": [0.9, 0.7]},
     ...                       ["classifier", "features.1"])
     'Pass (mean correlation below 0.5 at every stage): gradcam. Fail: gradcam++ (0.90 with classifier randomised).'

@@ -72,7 +72,7 @@ def check_outputs(paths, *, overwrite=False):
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from ckdlearn._files import check_outputs
+    >>> from ckdlearn.utils.files import check_outputs
     >>> folder = Path(tempfile.mkdtemp())
     >>> [path.name for path in check_outputs([folder / "new" / "model.ckdl"])]
     ['model.ckdl']
@@ -127,7 +127,7 @@ def atomic_write_bytes(path, data, *, overwrite=False):
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from ckdlearn._files import atomic_write_bytes
+    >>> from ckdlearn.utils.files import atomic_write_bytes
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = atomic_write_bytes(Path(folder) / "notes.txt", b"hello")
     ...     print(path.read_bytes())
@@ -191,7 +191,7 @@ def write_files(folder, files, *, overwrite=False):
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from ckdlearn._files import write_files
+    >>> from ckdlearn.utils.files import write_files
     >>> folder = Path(tempfile.mkdtemp())
     >>> _ = (folder / "thesis.txt").write_text("mine")
     >>> [p.name for p in write_files(folder, {"a.txt": b"1"})]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import check_outputs, write_files
+from ..utils.deprecation import renamed_keyword
+from ..utils.files import check_outputs, write_files
 from .inputs import as_model, find_image_files, read_for_model
-from .pipeline import final_classifier
+from .recipe import final_classifier
 from .progress import silent
 
 __all__ = ["explain_images", "predict_files"]
@@ -36,7 +37,7 @@ def predict_files(model, files, progress=silent, on_error="raise", abstain_below
     ``PatientID``, study or series UIDs where the files carry them, else
     :func:`~ckdlearn.model_selection.infer_scan_groups`, which warns where
     its grouping is unreliable), or by ``groups``, the path of a CSV of
-    ``filename,group`` rows (:func:`~ckdlearn.workflows.inputs.read_groups_file`);
+    ``filename,group`` rows (:func:`~ckdlearn.app.inputs.read_groups_file`);
     each scan gets one answer
     (:meth:`~ckdlearn.CKDNetClassifier.predict_series`). With
     ``abstain_below``, a slice or scan whose top probability is below it is
@@ -56,7 +57,7 @@ def predict_files(model, files, progress=silent, on_error="raise", abstain_below
         One per scan: ``scan``, ``n_slices``, ``label``, ``confidence``
         (its top probability), ``uncertainty`` and ``group_source``.
     """
-    from ..model_selection._groups import resolve_scan_groups
+    from ..model_selection import resolve_scan_groups
     from ..pipeline import final_step_input
     from .inputs import explicit_diagnostics, read_groups_file
 
@@ -129,7 +130,8 @@ def _overlay_names(files):
     return [f"{index:04d}_{Path(path).stem}_heatmap.png" for index, path in enumerate(files)]
 
 
-def explain_images(model, files, out, *, method="gradcam", target=None, force=False,
+@renamed_keyword("force", "overwrite")
+def explain_images(model, files, out, *, method="gradcam", target=None, overwrite=False,
                    overlay_size=OVERLAY_SIZE, on_error="raise", progress=silent,
                    input_domain="raw"):
     """Write one heatmap overlay PNG per image and a grid of them into ``out``.
@@ -140,7 +142,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
     prediction) is computed at the model's input size and drawn, upsampled,
     on the slice read again from its file at ``overlay_size`` pixels, so
     the anatomy under it can be seen. Only the overlays
-    (``NNNN_<name>_heatmap.png``) and ``grid.png`` are written; ``force``
+    (``NNNN_<name>_heatmap.png``) and ``grid.png`` are written; ``overwrite``
     replaces files of those names and never touches others. Returns the
     paths written, ``grid.png`` last.
     """
@@ -150,7 +152,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
     from ..explanation import explain
     from ..datasets import read_images
     from ..plotting import overlay_heatmap
-    from ..report import figure_png
+    from .html_report import figure_png
 
     files = find_image_files(files)
     out = Path(out)
@@ -158,7 +160,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
         raise NotADirectoryError(f"{str(out)!r} is a file; expected a folder to write the overlays in")
     # Named by their place among the inputs, also when some are skipped.
     names = dict(zip(files, _overlay_names(files)))
-    check_outputs([out / name for name in [*names.values(), "grid.png"]], overwrite=force)
+    check_outputs([out / name for name in [*names.values(), "grid.png"]], overwrite=overwrite)
     model = as_model(model)
     if target is not None:
         target = _coerce_label(target, final_classifier(model).classes_)
@@ -188,7 +190,7 @@ def explain_images(model, files, out, *, method="gradcam", target=None, force=Fa
     outputs["grid.png"] = figure_png(
         _grid(files, slices, heatmaps, predictions, scores, method, target, out)
     )
-    return write_files(out, outputs, overwrite=force)
+    return write_files(out, outputs, overwrite=overwrite)
 
 
 #: Most panels in the grid; every image still gets its own overlay file.

@@ -10,24 +10,15 @@ the same slices.
 import numpy as np
 from sklearn.utils import Bunch
 
+from ..metrics import label_scores  # noqa: F401  (also offered here, its former home)
 from .inputs import as_model, load_labelled
-from .pipeline import final_classifier
 from .progress import silent
+from .recipe import final_classifier
 
 __all__ = ["BASELINES", "baseline_predictions", "evaluate_model", "label_scores"]
 
 #: The trivial baselines, as :class:`sklearn.dummy.DummyClassifier` strategies.
 BASELINES = {"majority class": "most_frequent", "stratified chance": "stratified"}
-
-
-def label_scores(y_true, y_pred):
-    """Accuracy and macro-F1 (over the labels that occur) of predicted labels."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
 
 
 def baseline_predictions(y_train, n_predictions, random_state=0):
@@ -40,7 +31,7 @@ def baseline_predictions(y_train, n_predictions, random_state=0):
 
     Examples
     --------
-    >>> from ckdlearn.workflows import baseline_predictions
+    >>> from ckdlearn.app import baseline_predictions
     >>> baseline_predictions(["Normal", "Normal", "Cyst"], 2)["majority class"].tolist()
     ['Normal', 'Normal']
     """

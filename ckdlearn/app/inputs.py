@@ -1,7 +1,7 @@
 """What commands read: labelled folders, model files, and image files at a model's size.
 
 Which files count as slices is decided by the datasets' reader
-(:func:`ckdlearn.datasets._io.is_slice_file`), so the loaders and the
+(:func:`ckdlearn.datasets.find_slice_files`), so the loaders and the
 commands agree on every file.
 """
 
@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import load_ct_kidney, read_images
-from ..datasets._io import SLICE_SUFFIXES, is_slice_file
-from ..datasets._layout import natural_key
-from .pipeline import final_classifier
+from ..datasets import find_slice_files, load_ct_kidney, read_images
+from .recipe import final_classifier
 from .progress import silent
 
 __all__ = ["as_model", "find_image_files", "load_labelled", "read_for_model", "read_groups_file"]
@@ -69,41 +67,9 @@ def load_labelled(data, image_size, on_error="raise", progress=silent, groups=No
     return dataset
 
 
-def find_image_files(paths):
-    """Expand files and folders (searched recursively) into slice files.
-
-    Parameters
-    ----------
-    paths : list of str or Path
-        Image files and/or folders.
-
-    Returns
-    -------
-    files : list of Path
-        In a deterministic order: as given, each folder's files in natural
-        order (``slice2`` before ``slice10``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If a path does not exist or no image file is found.
-    """
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = (p for p in path.rglob("*") if p.is_file() and is_slice_file(p))
-            files.extend(sorted(found, key=lambda p: natural_key(os.fspath(p))))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"No such file or folder: {path}")
-    if not files:
-        suffixes = ", ".join(sorted(s for s in SLICE_SUFFIXES if s))
-        raise FileNotFoundError(
-            "No image files found in " + ", ".join(map(str, paths))
-            + f" (looked for {suffixes} and DICOM files without an extension)."
-        )
-    return files
+#: Image files and folders' slices in a deterministic order; see
+#: :func:`ckdlearn.datasets.find_slice_files`.
+find_image_files = find_slice_files
 
 
 def _resize_note(files, image_size):
