@@ -5,7 +5,7 @@ SMOTE need and returns labels in the user's own vocabulary. Everything it
 adds to skorch goes through skorch's own hooks: ``get_dataset`` shapes the
 input into image batches (:func:`ckdlearn.utils.input_checks.as_image_batch`),
 ``initialize_module`` fills in what the data determines, ``train_step_single``
-augments, ``infer`` sets the precision, and the default iterator and
+augments (:mod:`ckdlearn._training_steps`), ``infer`` sets the precision, and the default iterator and
 callbacks are skorch parameters (:func:`ckdlearn.loaders.batch_loader`,
 :mod:`ckdlearn.callbacks`). Input handling, uncertainty and explanations
 are mixed in from their own modules (:mod:`ckdlearn._input`,
@@ -25,14 +25,13 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring
-from skorch.dataset import Dataset, unpack_data
-from skorch.utils import to_numpy, to_tensor
+from skorch.dataset import Dataset
+from skorch.utils import to_numpy
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, column_or_1d
-from torch.optim.swa_utils import update_bn
 
 from ._fine_tuning import load_initial_weights
 from ._input import ImageInputMixin
@@ -44,6 +43,7 @@ from .explanation._classifier import ExplainMixin
 from .loaders import batch_loader
 from .nets import CKDNet
 from .preprocessing import DOMAINS
+from ._training_steps import TrainingStepsMixin
 from .utils._param_validation import Interval, Options, StrOptions, validate_parameter_constraints
 from .utils.input_checks import IntegerInterval, as_image_batch, resolve_image_shape
 
@@ -67,7 +67,8 @@ def _resolve_device(setting):
     return setting
 
 
-class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNetClassifier):
+class CKDNetClassifier(ImageInputMixin, TrainingStepsMixin, UncertaintyMixin, ExplainMixin,
+                       NeuralNetClassifier):
     """CNN classifier for CT slices with the scikit-learn API.
 
     A :class:`skorch.NeuralNetClassifier` with defaults for CT slices and
@@ -606,49 +607,6 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
             raise KeyboardInterrupt(str(interruption)) from None
         return self
 
-    def _refresh_batch_norm(self, X):
-        """BatchNorm statistics of the final weights, on the whole training images.
-
-        During training the running statistics trail weights that keep
-        changing, and describe augmented windows rather than the whole,
-        plain slices predicted on; one pass over the training images with
-        the final weights (``torch.optim.swa_utils.update_bn``) replaces
-        them with those the network will meet (networks without BatchNorm
-        are left alone).
-        """
-        dataset = self.get_dataset(X)
-        if len(dataset) < 2:
-            return  # nothing to estimate from; update_bn would reset them to 0 and 1
-        batches = self.get_iterator(dataset, training=False)
-        with torch.no_grad():
-            update_bn(
-                self._without_lone_batches(to_tensor(Xb, device=self.device) for Xb, _ in batches),
-                self.module_,
-            )
-
-    @staticmethod
-    def _without_lone_batches(batches):
-        """The batches, with each batch of one image joined to a neighbour.
-
-        BatchNorm in training mode cannot normalise one image whose feature
-        map has shrunk to 1 x 1 ("Expected more than 1 value per channel"):
-        33 images in batches of 32 leave such a batch at the end.
-        """
-        ready = lone = None
-        for batch in batches:
-            if lone is not None:
-                batch, lone = torch.cat([lone, batch]), None
-            if len(batch) < 2:
-                lone = batch
-                continue
-            if ready is not None:
-                yield ready
-            ready = batch
-        if lone is not None and ready is not None:
-            ready = torch.cat([ready, lone])
-        if ready is not None:
-            yield ready
-
     def _validate_parameters(self):
         validate_parameter_constraints(
             self._parameter_constraints, self.get_params(deep=False), caller_name=type(self).__name__
@@ -749,38 +707,6 @@ class CKDNetClassifier(ImageInputMixin, UncertaintyMixin, ExplainMixin, NeuralNe
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         with interrupts_propagate(self, epochs):
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
-
-    def train_step_single(self, batch, **fit_params):
-        Xi, yi = unpack_data(batch)
-        if self.augment_ is not None:
-            Xi = self.augment_(to_tensor(Xi, device=self.device))
-        step = (
-            self._mixup_step(Xi, yi, **fit_params) if self.mixup
-            else super().train_step_single((Xi, yi), **fit_params)
-        )
-        if not torch.isfinite(step["loss"]):
-            raise ValueError(
-                f"Training diverged: the loss became {step['loss'].detach().item()} in epoch "
-                f"{len(self.history)}. Lower the learning rate (lr={self.lr!r}), check "
-                "the input for extreme values, or use precision='32'."
-            )
-        return step
-
-    def _mixup_step(self, Xi, yi, **fit_params):
-        """skorch's training step on a batch blended with a shuffled copy of itself."""
-        self._set_training(True)
-        Xi = to_tensor(Xi, device=self.device)
-        yi = to_tensor(yi, device=self.device)
-        # torch's generator, which random_state seeds, so fits stay reproducible.
-        weight = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
-        partner = torch.randperm(len(Xi), device=Xi.device)
-        mixed = weight * Xi + (1 - weight) * Xi[partner]
-        y_pred = self.infer(mixed, **fit_params)
-        loss = weight * self.get_loss(y_pred, yi, X=mixed, training=True) + (
-            1 - weight
-        ) * self.get_loss(y_pred, yi[partner], X=mixed, training=True)
-        loss.backward()
-        return {"loss": loss, "y_pred": y_pred}
 
     # -- prediction ---------------------------------------------------------
 

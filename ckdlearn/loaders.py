@@ -1,8 +1,9 @@
-"""The batch iterator of :class:`~ckdlearn.CKDNetClassifier`."""
+"""The batch iterator of :class:`~ckdlearn.CKDNetClassifier`, and batches BatchNorm can use."""
 
+import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-__all__ = ["batch_loader"]
+__all__ = ["batch_loader", "join_lone_batches"]
 
 
 def batch_loader(dataset, batch_size, *, shuffle=False, drop_last=False, **kwargs):
@@ -47,3 +48,47 @@ def batch_loader(dataset, batch_size, *, shuffle=False, drop_last=False, **kwarg
     return DataLoader(
         dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None, **kwargs
     )
+
+
+def join_lone_batches(batches):
+    """The batches, with each batch of one image joined to a neighbour.
+
+    BatchNorm in training mode cannot normalise one image whose feature
+    map has shrunk to 1 x 1 ("Expected more than 1 value per channel"):
+    33 images in batches of 32 leave such a batch at the end. The
+    classifier's BatchNorm refresh after training passes its batches
+    through this.
+
+    Parameters
+    ----------
+    batches : iterable of torch.Tensor
+        Batches along the first dimension.
+
+    Yields
+    ------
+    batch : torch.Tensor
+        The same images in the same order, in batches of at least two; a
+        single image with no neighbour at all is left out.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ckdlearn.loaders import join_lone_batches
+    >>> batches = [torch.zeros(2, 3), torch.zeros(1, 3), torch.zeros(2, 3), torch.zeros(1, 3)]
+    >>> [len(batch) for batch in join_lone_batches(batches)]
+    [3, 3]
+    """
+    ready = lone = None
+    for batch in batches:
+        if lone is not None:
+            batch, lone = torch.cat([lone, batch]), None
+        if len(batch) < 2:
+            lone = batch
+            continue
+        if ready is not None:
+            yield ready
+        ready = batch
+    if lone is not None and ready is not None:
+        ready = torch.cat([ready, lone])
+    if ready is not None:
+        yield ready

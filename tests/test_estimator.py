@@ -631,8 +631,20 @@ def test_fit_with_a_last_batch_of_one_image_whose_feature_map_is_1x1():
             assert torch.isfinite(buffer).all(), name
 
 
+def test_batch_size_one_on_one_pixel_feature_maps_is_a_clear_error():
+    # 8 px slices shrink to 1 x 1 maps, where BatchNorm cannot train on one
+    # image; the message says which setting to change, not torch's words.
+    X = np.random.default_rng(0).random((12, 8 * 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"batch_size=1 trains on one image.*batch_size=2 or more") as info:
+        CKDNetClassifier(max_epochs=1, batch_size=1).fit(X, np.arange(12) % 2)
+    assert "more than 1 value per channel" in str(info.value.__cause__)
+    # Larger slices keep 2 x 2 maps or more: one image per batch trains.
+    X = np.random.default_rng(0).random((6, 32 * 32), dtype=np.float32)
+    assert CKDNetClassifier(max_epochs=1, batch_size=1).fit(X, np.arange(6) % 2).predict(X).shape == (6,)
+
+
 def test_refresh_pass_joins_each_lone_batch_to_a_neighbour():
-    join = CKDNetClassifier._without_lone_batches
+    from ckdlearn.loaders import join_lone_batches as join
 
     def sizes(*lengths):
         return [len(batch) for batch in join(torch.zeros(n, 1) for n in lengths)]

@@ -16,7 +16,6 @@ import difflib
 import io
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -246,18 +245,42 @@ class _DefaultsShown(argparse.HelpFormatter):
         return f"{action.help} (default: %(default)s)"
 
 
+def _closest(text, options):
+    close = difflib.get_close_matches(text, options, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _choice(*options):
+    """An argparse type: one of ``options``, with the closest one suggested for a typo."""
+
+    def parse(text):
+        if text not in options:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {text!r} (choose from {', '.join(options)}){_closest(text, options)}"
+            )
+        return text
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that suggests the closest command for a typo."""
 
-    def error(self, message):
-        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-        if match:
-            # Choices are quoted up to Python 3.12, bare from 3.12.8 and 3.13.
-            choices = [choice.strip().strip("'") for choice in match.group(2).split(",")]
-            close = difflib.get_close_matches(match.group(1), choices, n=1)
-            if close:
-                message += f"; did you mean '{close[0]}'?"
-        super().error(message)
+    #: Set on the top-level parser: the command names.
+    command_names = ()
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        # The first word that is not an option names the command (the
+        # top-level options take no value); checked here because argparse
+        # reports an unknown command only in its own words.
+        command = next((arg for arg in args if not arg.startswith("-")), None)
+        if self.command_names and command is not None and command not in self.command_names:
+            self.error(
+                f"argument COMMAND: invalid choice: {command!r} (choose from "
+                f"{', '.join(self.command_names)}){_closest(command, self.command_names)}"
+            )
+        return super().parse_known_args(args, namespace)
 
 
 _GROUPS_HELP = (
@@ -280,120 +303,144 @@ def _groups_file(text):
     return text
 
 
+_POSITIVE, _SIZE, _AT_LEAST_2 = _number(), _number(minimum=8), _number(minimum=2)
+_POSITIVE_REAL = _number(float, 0.0, above=True)
+
+
+def _demo_arguments(demo):
+    demo.add_argument("--out", default="ckdlearn-demo", help="report folder")
+    demo.add_argument("--epochs", type=_POSITIVE, default=12, help="training epochs")
+    demo.add_argument("--folds", type=_AT_LEAST_2, default=3, help="scan-series folds")
+
+
+def _train_arguments(train):
+    from .recipe import METHODS
+
+    train.add_argument("data", help="dataset folder")
+    train.add_argument("--out", required=True, help="model file to write (.ckdl)")
+    train.add_argument("--image-size", type=_SIZE, default=96, help="pixels per side; 96 generalised "
+                       "better than 64 to unseen scan series (the docs' accuracy page)")
+    train.add_argument("--epochs", type=_POSITIVE, default=20, help="training epochs")
+    train.add_argument("--lr", type=_POSITIVE_REAL, default=1e-3, help="learning rate")
+    train.add_argument("--batch-size", type=_AT_LEAST_2, default=32, help="images per batch")
+    train.add_argument("--width", type=_POSITIVE, default=16, help="channels of the first block")
+    train.add_argument("--method", type=_choice(*METHODS), default="smote", metavar="{" + ",".join(METHODS) + "}",
+                       help="class imbalance handling")
+    train.add_argument("--seed", type=int, default=0, help="seeds SMOTE and the network")
+    train.add_argument("--validation", type=_share, metavar="SHARE",
+                       help="share of the scan series (e.g. 0.2) held out before SMOTE to stop "
+                       "early, keep the best epoch and calibrate on")
+    train.add_argument("--groups", metavar="FILE", type=_groups_file,
+                       help=_GROUPS_HELP + "; the scan groups --validation holds out")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in OUT.checkpoint (same settings only)")
+
+
+def _evaluate_arguments(evaluate):
+    evaluate.add_argument("model", help=_MODEL_HELP)
+    evaluate.add_argument("data", help="labelled folder")
+    evaluate.add_argument("--format", type=_choice("text", "json"), default="text", metavar="{text,json}",
+                          help="a table for people, or JSON with every figure")
+    evaluate.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
+
+
+def _predict_arguments(predict):
+    predict.add_argument("model", help=_MODEL_HELP)
+    predict.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR",
+                         help="image files and/or folders (searched recursively)")
+    predict.add_argument("--format", type=_choice("csv", "json"), default="csv", metavar="{csv,json}",
+                         help="one row per image, as CSV or a JSON list")
+    predict.add_argument("--output", "-o", help="write to this file instead of stdout")
+    predict.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
+    predict.add_argument("--abstain-below", type=_POSITIVE_REAL, default=None, metavar="P",
+                         help="answer 'uncertain' for slices and scans whose top probability is below P")
+
+
+def _explain_arguments(explain):
+    from ._method_names import CAM_METHOD_NAMES
+
+    explain.add_argument("model", help=_MODEL_HELP)
+    explain.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR",
+                         help="image files and/or folders (searched recursively)")
+    explain.add_argument("--out", required=True, help="output folder")
+    explain.add_argument("--method", type=_choice(*CAM_METHOD_NAMES), default="gradcam",
+                         metavar="METHOD", help=f"CAM method: {', '.join(CAM_METHOD_NAMES)}")
+    explain.add_argument("--target", help="class to explain (default: the prediction)")
+    explain.add_argument("--overlay-size", type=_SIZE, default=256,
+                         help="pixels per side of the overlays, drawn on the slice as read")
+
+
+def _audit_arguments(audit):
+    audit.add_argument("data", help="labelled folder")
+    audit.add_argument("--image-size", type=_SIZE, default=64, help="pixels per side")
+    audit.add_argument("--folds", type=_AT_LEAST_2, default=5, help="folds of each split")
+    audit.add_argument("--format", type=_choice("text", "json"), default="text", metavar="{text,json}",
+                       help="a summary for people, or JSON with every fold")
+    audit.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
+
+
+def _paper_arguments(paper):
+    paper.add_argument("--data", required=True, help="CT KIDNEY dataset folder")
+    paper.add_argument("--epochs", type=_POSITIVE, default=20, help="training epochs")
+    paper.add_argument("--folds", type=_AT_LEAST_2, default=5, help="scan-series folds")
+    paper.add_argument("--image-size", type=_SIZE, default=64, help="image size of protocol 3")
+    paper.add_argument("--seed", type=int, default=0, help="random seed")
+    paper.add_argument("--protocols", default="1,2,3", help="which protocols to run")
+    paper.add_argument("--json", help="also write the figures to this JSON file")
+
+
+# name, what it runs, help, its arguments, and which shared options it takes.
+_COMMANDS = [
+    ("demo", cmd_demo, "Evaluate and fit the default pipeline on the shipped sample; write a report.",
+     _demo_arguments, {"force"}),
+    ("train", cmd_train, "Train on a labelled folder (CT KIDNEY layout or class folders).",
+     _train_arguments, {"force", "on_error", "input_domain"}),
+    ("evaluate", cmd_evaluate, "Score a saved model on a labelled folder, beside trivial baselines.",
+     _evaluate_arguments, {"on_error", "input_domain"}),
+    ("predict", cmd_predict, "Label image files with a saved model.",
+     _predict_arguments, {"force", "on_error", "input_domain"}),
+    ("explain", cmd_explain, "Write Grad-CAM overlays for image files.",
+     _explain_arguments, {"force", "on_error", "input_domain"}),
+    ("audit", cmd_audit, "Audit a labelled folder for duplicate slices across splits.",
+     _audit_arguments, {"on_error"}),
+    ("reproduce-paper", cmd_reproduce_paper, "Run the seed paper's protocol beside ckdlearn's on the real data.",
+     _paper_arguments, {"force"}),
+]
+
+
+def _shared_arguments(sub, shared):
+    sub.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub.add_argument("--threads", type=_POSITIVE, help="torch CPU threads")
+    if "force" in shared:
+        sub.add_argument("--force", action="store_true", help="replace ckdlearn's own outputs of these names")
+    if "on_error" in shared:
+        sub.add_argument("--on-error", type=_choice("raise", "skip"), default="raise", metavar="{raise,skip}",
+                         help="stop at an unreadable image, or skip it with a warning")
+    if "input_domain" in shared:
+        sub.add_argument("--input-domain", type=_choice("raw", "clahe"), default="raw", metavar="{raw,clahe}",
+                         help=_INPUT_DOMAIN_HELP)
+
+
 def build_parser():
     """The argument parser of the ``ckdlearn`` command."""
     from .. import __version__
-    from ._method_names import CAM_METHOD_NAMES
-    from .recipe import METHODS
 
     parser = _Parser(
         prog="ckdlearn", description="Explainable CNN classification of kidney CT slices. "
         "Run 'ckdlearn COMMAND --help' for a command's options.",
     )
+    parser.command_names = tuple(name for name, *_ in _COMMANDS)
     parser.add_argument("--version", action="version", version=f"ckdlearn {__version__}")
     # Also accepted before the command; a separate dest, because a
     # subcommand's own default would overwrite this one's value.
     parser.add_argument("--debug", action="store_true", dest="debug_any",
                         help="show tracebacks on errors (also accepted after the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    positive, size, folds = _number(), _number(minimum=8), _number(minimum=2)
-
-    def add(name, func, help_text, *, force=False, on_error=False, input_domain=False):
-        sub = commands.add_parser(
-            name, help=help_text, description=help_text,
-            formatter_class=_DefaultsShown,
-        )
+    for name, func, help_text, add_arguments, shared in _COMMANDS:
+        sub = commands.add_parser(name, help=help_text, description=help_text, formatter_class=_DefaultsShown)
         sub.set_defaults(func=func)
-        sub.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-        sub.add_argument("--threads", type=positive, help="torch CPU threads")
-        if force:
-            sub.add_argument("--force", action="store_true", help="replace ckdlearn's own outputs of these names")
-        if on_error:
-            sub.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                             help="stop at an unreadable image, or skip it with a warning")
-        if input_domain:
-            sub.add_argument("--input-domain", choices=["raw", "clahe"], default="raw",
-                             help=_INPUT_DOMAIN_HELP)
-        return sub
-
-    demo = add("demo", cmd_demo, "Evaluate and fit the default pipeline on the shipped sample; write a report.",
-               force=True)
-    demo.add_argument("--out", default="ckdlearn-demo", help="report folder")
-    demo.add_argument("--epochs", type=positive, default=12, help="training epochs")
-    demo.add_argument("--folds", type=folds, default=3, help="scan-series folds")
-
-    train_cmd = add("train", cmd_train, "Train on a labelled folder (CT KIDNEY layout or class folders).",
-                    force=True, on_error=True, input_domain=True)
-    train_cmd.add_argument("data", help="dataset folder")
-    train_cmd.add_argument("--out", required=True, help="model file to write (.ckdl)")
-    train_cmd.add_argument("--image-size", type=size, default=96, help="pixels per side; 96 generalised "
-                           "better than 64 to unseen scan series (the docs' accuracy page)")
-    train_cmd.add_argument("--epochs", type=positive, default=20, help="training epochs")
-    train_cmd.add_argument("--lr", type=_number(float, 0.0, above=True), default=1e-3, help="learning rate")
-    train_cmd.add_argument("--batch-size", type=folds, default=32, help="images per batch")
-    train_cmd.add_argument("--width", type=positive, default=16, help="channels of the first block")
-    train_cmd.add_argument("--method", choices=METHODS, default="smote", help="class imbalance handling")
-    train_cmd.add_argument("--seed", type=int, default=0, help="seeds SMOTE and the network")
-    train_cmd.add_argument("--validation", type=_share, metavar="SHARE",
-                           help="share of the scan series (e.g. 0.2) held out before SMOTE to stop "
-                           "early, keep the best epoch and calibrate on")
-    train_cmd.add_argument("--groups", metavar="FILE", type=_groups_file,
-                           help=_GROUPS_HELP + "; the scan groups --validation holds out")
-    train_cmd.add_argument("--resume", action="store_true",
-                           help="continue the interrupted run in OUT.checkpoint (same settings only)")
-
-    evaluate_cmd = add("evaluate", cmd_evaluate, "Score a saved model on a labelled folder, beside trivial "
-                       "baselines.", on_error=True, input_domain=True)
-    evaluate_cmd.add_argument("model", help=_MODEL_HELP)
-    evaluate_cmd.add_argument("data", help="labelled folder")
-    evaluate_cmd.add_argument("--format", choices=["text", "json"], default="text",
-                              help="a table for people, or JSON with every figure")
-    evaluate_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
-
-    predict_cmd = add("predict", cmd_predict, "Label image files with a saved model.", force=True,
-                      on_error=True, input_domain=True)
-    predict_cmd.add_argument("model", help=_MODEL_HELP)
-    predict_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR",
-                             help="image files and/or folders (searched recursively)")
-    predict_cmd.add_argument("--format", choices=["csv", "json"], default="csv",
-                             help="one row per image, as CSV or a JSON list")
-    predict_cmd.add_argument("--output", "-o", help="write to this file instead of stdout")
-    predict_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
-    predict_cmd.add_argument(
-        "--abstain-below", type=_number(float, 0.0, above=True), default=None, metavar="P",
-        help="answer 'uncertain' for slices and scans whose top probability is below P",
-    )
-
-    explain_cmd = add("explain", cmd_explain, "Write Grad-CAM overlays for image files.", force=True,
-                      on_error=True, input_domain=True)
-    explain_cmd.add_argument("model", help=_MODEL_HELP)
-    explain_cmd.add_argument("inputs", nargs="+", metavar="FILES_OR_DIR",
-                             help="image files and/or folders (searched recursively)")
-    explain_cmd.add_argument("--out", required=True, help="output folder")
-    explain_cmd.add_argument("--method", choices=CAM_METHOD_NAMES, default="gradcam",
-                             metavar="METHOD", help="CAM method: %(choices)s")
-    explain_cmd.add_argument("--target", help="class to explain (default: the prediction)")
-    explain_cmd.add_argument("--overlay-size", type=size, default=256,
-                             help="pixels per side of the overlays, drawn on the slice as read")
-
-    audit_cmd = add("audit", cmd_audit, "Audit a labelled folder for duplicate slices across splits.",
-                    on_error=True)
-    audit_cmd.add_argument("data", help="labelled folder")
-    audit_cmd.add_argument("--image-size", type=size, default=64, help="pixels per side")
-    audit_cmd.add_argument("--folds", type=folds, default=5, help="folds of each split")
-    audit_cmd.add_argument("--format", choices=["text", "json"], default="text",
-                           help="a summary for people, or JSON with every fold")
-    audit_cmd.add_argument("--groups", metavar="FILE", type=_groups_file, help=_GROUPS_HELP)
-
-    paper = add("reproduce-paper", cmd_reproduce_paper,
-                "Run the seed paper's protocol beside ckdlearn's on the real data.", force=True)
-    paper.add_argument("--data", required=True, help="CT KIDNEY dataset folder")
-    paper.add_argument("--epochs", type=positive, default=20, help="training epochs")
-    paper.add_argument("--folds", type=folds, default=5, help="scan-series folds")
-    paper.add_argument("--image-size", type=size, default=64, help="image size of protocol 3")
-    paper.add_argument("--seed", type=int, default=0, help="random seed")
-    paper.add_argument("--protocols", default="1,2,3", help="which protocols to run")
-    paper.add_argument("--json", help="also write the figures to this JSON file")
+        _shared_arguments(sub, shared)
+        add_arguments(sub)
     return parser
 
 
