@@ -39,7 +39,7 @@ from ._uncertainty import UNCERTAINTY_METHODS, UncertaintyMixin  # noqa: F401  (
 from .augmentation import CTAugment
 from .callbacks import CosineAnnealing, SeriesEarlyStopping, interrupts_propagate
 from .exceptions import TrainingInterrupted
-from .explanation._classifier import ExplainMixin
+from .explanation import ExplainMixin
 from .loaders import batch_loader
 from .nets import CKDNet
 from .preprocessing import DOMAINS

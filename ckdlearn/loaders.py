@@ -51,7 +51,7 @@ def batch_loader(dataset, batch_size, *, shuffle=False, drop_last=False, **kwarg
 
 
 def join_lone_batches(batches):
-    """The batches, with each batch of one image joined to a neighbour.
+    """The batches, with each batch of one image joined to the next (the last to the one before).
 
     BatchNorm in training mode cannot normalise one image whose feature
     map has shrunk to 1 x 1 ("Expected more than 1 value per channel"):
@@ -76,7 +76,7 @@ def join_lone_batches(batches):
     >>> from ckdlearn.loaders import join_lone_batches
     >>> batches = [torch.zeros(2, 3), torch.zeros(1, 3), torch.zeros(2, 3), torch.zeros(1, 3)]
     >>> [len(batch) for batch in join_lone_batches(batches)]
-    [3, 3]
+    [2, 4]
     """
     ready = lone = None
     for batch in batches:

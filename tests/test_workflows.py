@@ -73,6 +73,22 @@ def test_the_library_never_imports_the_app():
         assert not into_app, f"ckdlearn/{name} imports the command-line app: {sorted(into_app)}"
 
 
+def test_no_module_reaches_into_another_packages_privates():
+    # A private module serves its own package (and the packages below it);
+    # scikit-learn's private validators come in through one module only.
+    for path in sorted(LIBRARY.rglob("*.py")):
+        importer = ".".join(path.relative_to(LIBRARY.parent).with_suffix("").parts[:-1])
+        for module in _imported_modules(path):
+            parts = module.split(".")
+            private = next((i for i, part in enumerate(parts) if part.startswith("_")), None)
+            if private is None or module == "ckdlearn.utils._param_validation":
+                continue
+            owner = ".".join(parts[:private])
+            assert importer == owner or importer.startswith(owner + "."), (
+                f"{path.relative_to(LIBRARY.parent)} imports {module}, private to {owner}"
+            )
+
+
 @pytest.mark.slow
 def test_importing_the_library_leaves_the_app_out():
     import subprocess

@@ -57,7 +57,7 @@ def predict_files(model, files, progress=silent, on_error="raise", abstain_below
         One per scan: ``scan``, ``n_slices``, ``label``, ``confidence``
         (its top probability), ``uncertainty`` and ``group_source``.
     """
-    from ..model_selection import resolve_scan_groups
+    from ..datasets import resolve_scan_groups
     from ..pipeline import final_step_input
     from .inputs import explicit_diagnostics, read_groups_file
 

@@ -10,6 +10,8 @@
 - :func:`load_pretrained` loads the reference model that ships with
   ckdlearn, trained on the complete data less the sample's scans.
 - :func:`local_data_folder` finds a local copy named by ``CKDLEARN_DATA``.
+- :func:`resolve_scan_groups` groups slice files by scan: from DICOM
+  identifiers where the files carry them, else inferred.
 """
 
 from ._ct_kidney import load_ct_kidney
@@ -18,6 +20,7 @@ from ._io import find_slice_files, read_images
 from ._local import local_data_folder
 from ._reference import load_pretrained, reference_model_info
 from ._sample import load_ct_kidney_sample
+from ._scan_groups import resolve_scan_groups
 
 __all__ = [
     "fetch_ct_kidney",
@@ -28,4 +31,5 @@ __all__ = [
     "local_data_folder",
     "read_images",
     "reference_model_info",
+    "resolve_scan_groups",
 ]

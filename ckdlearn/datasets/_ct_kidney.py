@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from ..model_selection._groups import resolve_scan_groups
+from ._scan_groups import resolve_scan_groups
 from ..preprocessing import conversion
 from ._bunch import load_descr, make_dataset
 from ._io import decode_into, drop_rows, warn_skipped

@@ -29,6 +29,7 @@ are the same afterwards, and no parameter is left with a ``.grad``.
 """
 
 from ._cam import CAM_METHODS, compute_heatmaps
+from ._classifier import ExplainMixin
 from ._explain import explain
 from ._faithfulness import FAITHFULNESS_METRICS, faithfulness_scores
 from ._localisation import heatmap_energy_in_mask
@@ -36,6 +37,7 @@ from ._sanity import randomisation_test
 
 __all__ = [
     "CAM_METHODS",
+    "ExplainMixin",
     "FAITHFULNESS_METRICS",
     "compute_heatmaps",
     "explain",

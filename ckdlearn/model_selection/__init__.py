@@ -7,7 +7,7 @@ split.
 
 from ._evaluate import EvaluationResult, evaluate
 from ._leakage import LeakageReport, LeakageWarning, audit_cv, audit_leakage
-from ._groups import ScanGroupingWarning, infer_scan_groups, resolve_scan_groups
+from ._groups import ScanGroupingWarning, infer_scan_groups
 
 __all__ = [
     "EvaluationResult",
@@ -18,5 +18,4 @@ __all__ = [
     "evaluate",
     "ScanGroupingWarning",
     "infer_scan_groups",
-    "resolve_scan_groups",
 ]
