@@ -41,6 +41,9 @@ class _HalveSpatial(nn.Module):
         return F.max_pool2d(x, kernel_size=kernel, stride=kernel, ceil_mode=True)
 
 
+# Not torchvision's BasicBlock: it is always residual (``residual=False``
+# is a documented CKDNet setting) and names its projection "downsample",
+# which would rename the weights in every model file written so far.
 class _ConvBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm and ReLU, optionally residual."""
 
