@@ -422,3 +422,25 @@ def test_series_mixing_image_sizes_are_flagged():
         )
     assert diagnostics["n_image_sizes"] == 2 and not diagnostics["reliable"]
 
+
+
+def test_grouping_warnings_point_at_the_users_line(tmp_path):
+    # Whichever public function leads there (and through scikit-learn's
+    # validate_params wrapper), the warning names the caller's file.
+    from PIL import Image
+
+    from ckdlearn.datasets import load_ct_kidney
+
+    rng = np.random.default_rng(0)
+    for name in ["Cyst", "Normal"]:
+        (tmp_path / name).mkdir()
+        for number in range(1, 40, 7):  # sparse numbers: unreliable groups
+            Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8)).save(
+                tmp_path / name / f"{name}- ({number}).png")
+    with pytest.warns(ScanGroupingWarning) as through_loader:
+        load_ct_kidney(tmp_path, image_size=16)
+    with pytest.warns(ScanGroupingWarning) as directly:
+        infer_scan_groups(rng.random((6, 8, 8)), [f"a{9 * i}.png" for i in range(6)])
+    for record in [*through_loader, *directly]:
+        if issubclass(record.category, ScanGroupingWarning):
+            assert record.filename == __file__, record.filename

@@ -10,6 +10,7 @@ from ._bunch import load_descr, make_dataset
 from ._io import decode_into, drop_rows, warn_skipped
 from ._layout import CSV_NAME, list_dataset_files
 from ._validation import check_loader_params
+from ..utils._stack import external_stacklevel
 
 __all__ = ["load_ct_kidney"]
 
@@ -200,7 +201,7 @@ def load_ct_kidney(
             f"Add them to {CSV_NAME}, or delete the CSV to load every file in "
             "the class folders.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=external_stacklevel(),
         )
 
     n_slices = len(files.relative_paths)

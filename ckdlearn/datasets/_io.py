@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..preprocessing import clahe, conversion
 from ._dicom import DEFAULT_WINDOW_LEVEL, DEFAULT_WINDOW_WIDTH, read_dicom_hounsfield, window
 from ._validation import check_image_size, check_on_error, check_verbose, check_window
+from ..utils._stack import external_stacklevel
 
 # DICOM exports often have no extension at all.
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
@@ -340,7 +341,7 @@ def warn_skipped(skipped, *, root=None, limit=20):
     warnings.warn(
         f"Left out {len(skipped)} slice file(s){where}:\n" + "\n".join(lines),
         UserWarning,
-        stacklevel=3,
+        stacklevel=external_stacklevel(),
     )
 
 
@@ -355,7 +356,7 @@ def _warn_eight_bit_values(notes, paths, limit=5):
         "them with read_images(..., bit_depth=16) (or 12) in Python; to silence "
         "this, save 8-bit images as 8-bit files.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=external_stacklevel(),
     )
 
 

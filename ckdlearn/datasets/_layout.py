@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import SLICE_SUFFIXES, is_slice_file, natural_key
+from ..utils._stack import external_stacklevel
 
 CSV_NAME = "kidneyData.csv"
 KNOWN_CLASSES = ("Cyst", "Normal", "Stone", "Tumor")
@@ -81,7 +82,7 @@ def _warn_unknown_classes(found, root):
         f"classes {list(KNOWN_CLASSES)}. Rename a misspelt folder, or pass "
         "classes=[...] naming the classes you mean to load.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=external_stacklevel(),
     )
 
 

@@ -19,6 +19,7 @@ from .._fingerprints import DEFAULT_NEAR_THRESHOLD, Fingerprints, duplicate_pair
 from ..utils._param_validation import Interval, validate_params
 from ..utils.input_checks import check_images
 from ._leakage import FINGERPRINT_CONSTRAINTS
+from ..utils._stack import external_stacklevel
 
 __all__ = ["ScanGroupingWarning", "infer_scan_groups"]
 
@@ -240,7 +241,8 @@ def infer_scan_groups(
         image_sizes = np.asarray(image_sizes, dtype=np.int64).reshape(len(groups), -1)
     diagnostics = _diagnose(groups, filenames, image_sizes)
     if not diagnostics["reliable"]:
-        warnings.warn(grouping_warning_message(diagnostics), ScanGroupingWarning, stacklevel=3)
+        warnings.warn(grouping_warning_message(diagnostics), ScanGroupingWarning,
+                      stacklevel=external_stacklevel())
     return (groups, diagnostics) if return_diagnostics else groups
 
 

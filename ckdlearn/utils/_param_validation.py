@@ -7,6 +7,8 @@ for the same reason). Every ckdlearn module imports the validators from
 here, so a rename or move in scikit-learn is fixed in this file alone.
 """
 
+import inspect
+
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
@@ -16,7 +18,12 @@ from sklearn.utils._param_validation import (
     validate_params,
 )
 
+#: The file of ``validate_params``' wrapper, a frame that warnings skip
+#: on their way to the user's line (:mod:`ckdlearn.utils._stack`).
+WRAPPER_FILE = inspect.getsourcefile(validate_params)
+
 __all__ = [
+    "WRAPPER_FILE",
     "HasMethods",
     "Interval",
     "Options",
