@@ -11,11 +11,11 @@ import re
 import sys
 import threading
 import warnings
-from contextlib import closing
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
 from PIL import Image
 from tqdm import tqdm
 
@@ -294,17 +294,24 @@ def decode_into(
         delay=_PROGRESS_DELAY_S if verbose is None else 0,
         leave=False,
     ) as progress:
-        # joblib's threads: the decoders and OpenCV release the GIL. Results
-        # come in order as chunks finish, so the bar moves; closing the
-        # generator early cancels the chunks not started yet.
-        chunks = Parallel(n_jobs=n_threads, backend="threading", return_as="generator")(
-            delayed(decode_chunk)(start) for start in starts
-        )
-        with closing(chunks):
-            for start, _ in zip(starts, chunks):
+        if n_threads == 1:
+            for start in starts:
+                decode_chunk(start)
                 progress.update(min(_CHUNK, n_files - start))
                 if stopped():
                     break
+        else:
+            with ThreadPoolExecutor(n_threads, thread_name_prefix="ckdlearn-read") as pool:
+                futures = [pool.submit(decode_chunk, start) for start in starts]
+                for start, future in zip(starts, futures):
+                    future.result()
+                    progress.update(min(_CHUNK, n_files - start))
+                    if stopped():
+                        # Chunks not started yet all lie after the failure;
+                        # leaving the block waits for the running ones.
+                        for pending in futures:
+                            pending.cancel()
+                        break
 
     if missing_dependency:
         raise missing_dependency[0]
