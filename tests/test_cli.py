@@ -353,7 +353,8 @@ def test_explain_grid_names_the_method_the_target_and_what_it_leaves_out(tmp_pat
     assert files.grid_titles(names[:1], predictions, scores)[0] == "slice0.png\npred Cyst | faith 0.00"
     assert files.grid_heading("gradcam++", "Stone", 16, 16, tmp_path) == "gradcam++ heatmaps of class Stone"
     assert files.grid_heading("gradcam", None, 16, 60, tmp_path) == (
-        f"gradcam heatmaps of each prediction\n16 of 60 images shown; all overlays in {tmp_path}"
+        f"gradcam heatmaps of each prediction\n16 of 60 images shown, spread over the predicted classes; "
+        f"all overlays in {tmp_path}"
     )
     # The grid drawn: at most GRID_SIZE panels, the heading, and a colour bar.
     rng = np.random.default_rng(0)
@@ -364,6 +365,11 @@ def test_explain_grid_names_the_method_the_target_and_what_it_leaves_out(tmp_pat
     assert all("for Stone" in ax.get_title() for ax in panels)
     assert "16 of 20 images shown" in figure._suptitle.get_text()
     assert any(ax.get_label() == "<colorbar>" for ax in figure.axes)
+    # Not the first 16 files: every predicted class, spread over its files.
+    predictions = ["Cyst"] * 12 + ["Normal"] * 6 + ["Stone"] * 2
+    assert files.grid_picks(predictions, 6).tolist() == [0, 11, 12, 17, 18, 19]
+    assert files.grid_picks(predictions, 20).tolist() == list(range(20))
+    assert len(files.grid_picks(predictions, 16)) == 16
 
 
 def test_explain_says_when_the_grid_shows_some(model_file, dataset_dir, tmp_path, capsys, monkeypatch):

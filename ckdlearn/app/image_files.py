@@ -210,19 +210,48 @@ def grid_heading(method, target, n_shown, n_images, out):
     """The grid's title: method and class explained, and how many images it shows."""
     heading = f"{method} heatmaps of " + (f"class {target}" if target is not None else "each prediction")
     if n_shown < n_images:
-        heading += f"\n{n_shown} of {n_images} images shown; all overlays in {out}"
+        heading += (f"\n{n_shown} of {n_images} images shown, spread over the predicted classes; "
+                    f"all overlays in {out}")
     return heading
 
 
+def grid_picks(predictions, n_panels):
+    """Which images the grid shows: up to ``n_panels``, every predicted class in turn.
+
+    Each class's share is spread evenly over its images in file order, so a
+    folder sorted by scan shows several scans rather than the first one.
+
+    Examples
+    --------
+    >>> from ckdlearn.app.image_files import grid_picks
+    >>> grid_picks(["Cyst"] * 20 + ["Stone"] * 4, 4).tolist()
+    [0, 19, 20, 23]
+    """
+    predictions = np.asarray(predictions)
+    if len(predictions) <= n_panels:
+        return np.arange(len(predictions))
+    _, first = np.unique(predictions, return_index=True)
+    members = [np.flatnonzero(predictions == predictions[i]) for i in sorted(first)]
+    quota = [0] * len(members)
+    while sum(quota) < n_panels:  # one panel per class in turn, while it has images left
+        for k, rows in enumerate(members):
+            if quota[k] < len(rows) and sum(quota) < n_panels:
+                quota[k] += 1
+    picks = [rows[np.linspace(0, len(rows) - 1, count).round().astype(int)]
+             for rows, count in zip(members, quota) if count]
+    return np.sort(np.concatenate(picks))
+
+
 def _grid(files, slices, heatmaps, predictions, scores, method, target, out):
-    """The grid figure of the first :data:`GRID_SIZE` images."""
+    """The grid figure of up to :data:`GRID_SIZE` images (:func:`grid_picks`)."""
     from ..plotting import plot_explanations
 
-    shown = min(len(files), GRID_SIZE)
+    shown = grid_picks(predictions, GRID_SIZE)
     return plot_explanations(
-        slices[:shown], heatmaps[:shown],
-        titles=grid_titles(files[:shown], predictions[:shown], scores[:shown], target),
-        suptitle=grid_heading(method, target, shown, len(files), out), colorbar=True,
+        slices[shown], heatmaps[shown],
+        titles=grid_titles([files[i] for i in shown], np.asarray(predictions)[shown],
+                           np.asarray(scores)[shown], target),
+        suptitle=grid_heading(method, target, len(shown), len(files), out), colorbar=True,
     )
 
 

@@ -289,7 +289,8 @@ def describe_verdict(matrix, classes, *, macro_f1, accuracy, baseline, intervals
         text += (f"Better than the baselines overall, but it misses most {classes[weakest]} "
                  f"slices: do not rely on it for {classes[weakest]}. ")
     else:
-        text += "Better than the baselines, on every class. "
+        text += (f"Better than the baselines, and no class mostly missed (every recall at least "
+                 f"{WEAK_RECALL:.1f}). ")
     if weakest is not None:
         text += f"Weakest class: {classes[weakest]} (recall {recall[weakest]:.2f}). "
     if normal in classes:

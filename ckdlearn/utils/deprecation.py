@@ -17,6 +17,11 @@ def warn_moved(old, new):
 
     The warning points at the user's import line (import machinery frames
     are skipped by :func:`warnings.warn`).
+
+    Parameters
+    ----------
+    old, new : str
+        The module's former and present dotted names.
     """
     warnings.warn(
         f"{old} is deprecated: it moved to {new}; import from {new} instead. "
@@ -31,6 +36,13 @@ def alias_submodules(old_package, new_package, renamed):
 
     A module found in :data:`sys.modules` is what ``import`` returns, so the
     old dotted paths keep working without a file per module.
+
+    Parameters
+    ----------
+    old_package, new_package : str
+        The package's former and present dotted names.
+    renamed : dict of str to str
+        Each former module name to its present one.
     """
     for old, new in renamed.items():
         module = import_module(f"{new_package}.{new}")
@@ -40,6 +52,18 @@ def alias_submodules(old_package, new_package, renamed):
 
 def renamed_keyword(old, new):
     """Let a function take its keyword ``new`` under its old name ``old`` too, warning.
+
+    Parameters
+    ----------
+    old : str
+        The keyword's former name: still accepted, with a ``FutureWarning``.
+    new : str
+        The keyword's name now; passing both is a ``TypeError``.
+
+    Returns
+    -------
+    decorate : callable
+        A decorator for the function.
 
     Examples
     --------
