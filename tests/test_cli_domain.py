@@ -42,6 +42,7 @@ def test_every_command_that_reads_slices_names_the_input_domain(command, capsys)
     assert "--input-domain {raw,clahe}" in text and "(default: raw)" in text
 
 
+@pytest.mark.slow  # seconds: the reference model on every sample slice, or many CLI runs
 def test_predict_with_the_reference_model_by_name(clahe_files, capsys):
     status, out, err = run(["predict", "pretrained", clahe_files, "--input-domain", "clahe"],
                            capsys)
@@ -53,6 +54,7 @@ def test_predict_with_the_reference_model_by_name(clahe_files, capsys):
     assert right > 0.5  # scans the reference model never saw; chance is 0.25
 
 
+@pytest.mark.slow  # seconds: the reference model on every sample slice, or many CLI runs
 def test_explain_with_the_reference_model_by_name(clahe_files, tmp_path, capsys):
     out = tmp_path / "maps"
     status, _, err = run(["explain", "pretrained", clahe_files / "Stone", "--out", out,

@@ -449,6 +449,7 @@ def _argv(draw, root, data, model):
     return argv
 
 
+@pytest.mark.slow  # seconds: the reference model on every sample slice, or many CLI runs
 @given(data=st.data())
 def test_cli_commands(cli_world, capsys, data):
     from ckdlearn.app.cli import main

@@ -56,6 +56,7 @@ def test_every_answer_of_an_estimator(reference, sample):
     assert reference.predict_uncertainty(X).shape == (40,)
 
 
+@pytest.mark.slow  # seconds: the reference model on every sample slice, or many CLI runs
 def test_it_scores_well_above_chance_on_scans_it_never_saw(reference, sample):
     """The sample's 16 scan groups were held out of its training: four
     classes, so always one class would score a macro-F1 near 0.1."""
