@@ -10,7 +10,8 @@ The public names:
 
 Submodules: :mod:`ckdlearn.datasets`, :mod:`ckdlearn.model_selection`,
 :mod:`ckdlearn.explanation`, :mod:`ckdlearn.metrics`, :mod:`ckdlearn.plotting`,
-:mod:`ckdlearn.persistence`.
+:mod:`ckdlearn.persistence`. The ``ckdlearn`` command is an application
+beside the library, :mod:`ckdlearn.app`, which the library never imports.
 
 The names are imported on first use, so ``import ckdlearn.datasets`` or
 ``ckdlearn.metrics`` does not pay for loading torch.
