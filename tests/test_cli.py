@@ -166,6 +166,7 @@ def test_train_with_validation_holds_scan_series_out_before_smote(tmp_path, caps
     assert len(np.unique(dataset.groups[held_out])) == 4  # a quarter of 16 series, whole
     assert len(resampled) == 1 and np.array_equal(resampled[0], dataset.data[~held_out])
     assert "valid_loss" in model[-1].history_[-1]
+    assert "validated on 4 of 16 scan series (16 slices), held out before SMOTE; kept epoch" in err
 
 
 def test_train_validation_must_be_a_share(dataset_dir, tmp_path, capsys):

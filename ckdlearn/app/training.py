@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..utils.deprecation import renamed_keyword
 from ..utils.files import check_outputs, write_files
 from .inputs import load_labelled
@@ -179,12 +181,26 @@ def train(
             f"Training stopped after epoch {trained} of {max_epochs}; the "
             f"checkpoint in {folder} is kept. Run again with resume=True."
         )
+    if validation is not None:
+        progress(_validation_summary(final_classifier(estimator), dataset.groups))
     # The model file carries the configured epochs, not the resumed remainder.
     final_classifier(estimator).set_params(max_epochs=max_epochs, callbacks=None, verbose=0)
     Path(model_path).parent.mkdir(parents=True, exist_ok=True)
     save_model(estimator, model_path, overwrite=overwrite)
     _remove_checkpoint(folder)
     return estimator
+
+
+def _validation_summary(classifier, groups):
+    """One line: the series held out, the epoch kept, the temperature fitted."""
+    held_out = np.isin(groups, classifier.validation_groups_)
+    losses = [row.get("valid_loss", np.inf) for row in classifier.history_]
+    best = int(np.argmin(losses))
+    text = (f"validated on {len(classifier.validation_groups_)} of {len(np.unique(groups))} scan series "
+            f"({int(held_out.sum())} slices), held out before SMOTE; kept epoch {best + 1} "
+            f"(valid loss {losses[best]:.3f})")
+    temperature = getattr(classifier, "temperature_", None)
+    return text + (f"; temperature {float(temperature):.2f}" if temperature is not None else "")
 
 
 def _stopped_early(classifier):
