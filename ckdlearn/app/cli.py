@@ -229,9 +229,13 @@ def _number(kind=int, minimum=1, above=False):
     return parse
 
 
+_POSITIVE, _SIZE, _AT_LEAST_2 = _number(), _number(minimum=8), _number(minimum=2)
+_POSITIVE_REAL = _number(float, 0.0, above=True)
+
+
 def _share(text):
     """An argparse type: a share strictly between 0 and 1."""
-    value = _number(float, 0.0, above=True)(text)
+    value = _POSITIVE_REAL(text)
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be below 1 (a share of the scan series), got {text}")
     return value
@@ -245,18 +249,15 @@ class _DefaultsShown(argparse.HelpFormatter):
         return f"{action.help} (default: %(default)s)"
 
 
-def _closest(text, options):
-    close = difflib.get_close_matches(text, options, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def _choice(*options):
     """An argparse type: one of ``options``, with the closest one suggested for a typo."""
 
     def parse(text):
         if text not in options:
+            close = difflib.get_close_matches(text, options, n=1)
+            suggestion = f"; did you mean '{close[0]}'?" if close else ""
             raise argparse.ArgumentTypeError(
-                f"invalid choice: {text!r} (choose from {', '.join(options)}){_closest(text, options)}"
+                f"invalid choice: {text!r} (choose from {', '.join(options)}){suggestion}"
             )
         return text
 
@@ -275,11 +276,11 @@ class _Parser(argparse.ArgumentParser):
         # top-level options take no value); checked here because argparse
         # reports an unknown command only in its own words.
         command = next((arg for arg in args if not arg.startswith("-")), None)
-        if self.command_names and command is not None and command not in self.command_names:
-            self.error(
-                f"argument COMMAND: invalid choice: {command!r} (choose from "
-                f"{', '.join(self.command_names)}){_closest(command, self.command_names)}"
-            )
+        if self.command_names and command is not None:
+            try:
+                _choice(*self.command_names)(command)
+            except argparse.ArgumentTypeError as error:
+                self.error(f"argument COMMAND: {error}")
         return super().parse_known_args(args, namespace)
 
 
@@ -301,10 +302,6 @@ def _groups_file(text):
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"groups file {text} does not exist")
     return text
-
-
-_POSITIVE, _SIZE, _AT_LEAST_2 = _number(), _number(minimum=8), _number(minimum=2)
-_POSITIVE_REAL = _number(float, 0.0, above=True)
 
 
 def _demo_arguments(demo):
