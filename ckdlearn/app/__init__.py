@@ -28,7 +28,8 @@ from importlib import import_module
 
 _NAMES = {
     "recipe": ("METHODS", "adapt_smote_neighbours", "build_pipeline", "final_classifier"),
-    "inputs": ("as_model", "find_image_files", "load_labelled", "read_for_model", "read_groups_file"),
+    "inputs": ("as_model", "check_groups_file", "find_image_files", "load_labelled", "read_for_model",
+               "read_groups_file"),
     "progress": ("EpochProgress", "silent"),
     "training": ("check_training_outputs", "train", "train_folder"),
     "image_files": ("explain_images", "predict_files"),

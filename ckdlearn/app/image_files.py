@@ -59,10 +59,10 @@ def predict_files(model, files, progress=silent, on_error="raise", abstain_below
     """
     from ..datasets import resolve_scan_groups
     from ..pipeline import final_step_input
-    from .inputs import explicit_diagnostics, read_groups_file
+    from .inputs import check_groups_file, explicit_diagnostics, read_groups_file
 
-    if groups is not None and not Path(groups).is_file():
-        raise FileNotFoundError(f"Groups file {groups} does not exist.")
+    if groups is not None:
+        check_groups_file(groups)  # before the images are read
     files = find_image_files(files)
     model = as_model(model)
     images, files = read_for_model(files, model, progress, on_error, input_domain)

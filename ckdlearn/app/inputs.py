@@ -15,7 +15,8 @@ from ..datasets import find_slice_files, load_ct_kidney, read_images
 from .recipe import final_classifier
 from .progress import silent
 
-__all__ = ["as_model", "find_image_files", "load_labelled", "read_for_model", "read_groups_file"]
+__all__ = ["as_model", "check_groups_file", "find_image_files", "load_labelled", "read_for_model",
+           "read_groups_file"]
 
 
 #: The name that stands for the reference model wherever a model file is asked for.
@@ -48,8 +49,8 @@ def load_labelled(data, image_size, on_error="raise", progress=silent, groups=No
     ``groups``, the path of a CSV of ``filename,group`` rows
     (:func:`read_groups_file`), replaces the scan groups the loader found.
     """
-    if groups is not None and not Path(groups).is_file():
-        raise FileNotFoundError(f"Groups file {groups} does not exist.")
+    if groups is not None:
+        check_groups_file(groups)  # before the images are read
     step = "" if input_domain == domain else f", {input_domain} -> {domain}"
     progress(f"loading {data} at {image_size} px{step} ...")
     dataset = load_ct_kidney(data, image_size=image_size, on_error=on_error, domain=domain,
@@ -128,6 +129,14 @@ def read_for_model(files, model, progress=silent, on_error="raise", input_domain
     return images, [f for f in files if os.fspath(f) not in skipped_paths]
 
 
+def check_groups_file(path):
+    """The groups file's path; FileNotFoundError, naming it, if it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Groups file {path} does not exist.")
+    return path
+
+
 def read_groups_file(path, names, paths=None):
     """The group of each image, from a CSV file of ``filename,group`` rows.
 
@@ -145,9 +154,7 @@ def read_groups_file(path, names, paths=None):
         If the file lacks a ``filename`` or ``group`` column, a group is
         empty, or images have no row (the first few are named).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Groups file {path} does not exist.")
+    path = check_groups_file(path)
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
