@@ -51,6 +51,12 @@ def is_slice_file(path):
     return suffix in SLICE_SUFFIXES if suffix else looks_like_dicom(path)
 
 
+def is_dicom_file(path):
+    """Whether a file is read as DICOM: a DICOM suffix, or none and DICOM's marker."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    return suffix in DICOM_SUFFIXES and (bool(suffix) or looks_like_dicom(path))
+
+
 def looks_like_dicom(path):
     """Whether a file holds DICOM's ``DICM`` marker after the 128-byte
     preamble, or starts with the tag of a group-0002 or -0008 element, as

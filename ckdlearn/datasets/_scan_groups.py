@@ -1,11 +1,9 @@
 """Scan groups of slice files: DICOM identifiers first, inferred groups for the rest."""
 
-import os
-
 import numpy as np
 
 from ..model_selection import infer_scan_groups
-from ._io import DICOM_SUFFIXES, looks_like_dicom
+from ._io import is_dicom_file
 
 __all__ = ["resolve_scan_groups"]
 
@@ -59,10 +57,7 @@ def resolve_scan_groups(images, filenames, *, paths=None, image_sizes=None):
     filenames = [str(name) for name in filenames]
     paths = filenames if paths is None else [str(path) for path in paths]
     keys = [None] * len(paths)
-    dicom = [
-        i for i, path in enumerate(paths)
-        if _suffix(path) in DICOM_SUFFIXES and (_suffix(path) or looks_like_dicom(path))
-    ]
+    dicom = [i for i, path in enumerate(paths) if is_dicom_file(path)]
     if dicom:
         from ._dicom import read_dicom_group_key
 
@@ -98,7 +93,3 @@ def resolve_scan_groups(images, filenames, *, paths=None, image_sizes=None):
         "n_groups": int(len(codes)),
         "inferred": diagnostics,
     }
-
-
-def _suffix(path):
-    return os.path.splitext(str(path))[1].lower()
