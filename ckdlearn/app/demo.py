@@ -12,8 +12,8 @@ from sklearn.utils import Bunch
 
 from ..utils.deprecation import renamed_keyword
 from ..utils.files import check_outputs
-from .recipe import build_pipeline, final_classifier
 from .progress import EpochProgress, silent
+from .recipe import build_pipeline, final_classifier
 from .reporting import REPORT_FILES, evaluation_report
 
 __all__ = ["run_demo"]

@@ -13,8 +13,8 @@ import numpy as np
 from ..utils.deprecation import renamed_keyword
 from ..utils.files import check_outputs, write_files
 from .inputs import as_model, find_image_files, read_for_model
-from .recipe import final_classifier
 from .progress import silent
+from .recipe import final_classifier
 
 __all__ = ["explain_images", "predict_files"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import find_slice_files, load_ct_kidney, read_images
-from .recipe import final_classifier
 from .progress import silent
+from .recipe import final_classifier
 
 __all__ = ["as_model", "check_groups_file", "find_image_files", "load_labelled", "read_for_model",
            "read_groups_file"]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import label_scores
+from ..utils import library_versions
 from ..utils.deprecation import renamed_keyword
 from ..utils.files import check_outputs
-from ..utils import library_versions
 from .html_report import Report
 from .progress import silent
-from ..metrics import label_scores
 from .scoring import baseline_predictions
 
 __all__ = [

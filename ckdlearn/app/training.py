@@ -16,8 +16,8 @@ import numpy as np
 from ..utils.deprecation import renamed_keyword
 from ..utils.files import check_outputs, write_files
 from .inputs import load_labelled
-from .recipe import adapt_smote_neighbours, build_pipeline, final_classifier
 from .progress import EpochProgress, silent
+from .recipe import adapt_smote_neighbours, build_pipeline, final_classifier
 
 __all__ = ["check_training_outputs", "train", "train_folder"]
 
